@@ -1,0 +1,107 @@
+"""`uti space` and text `uti encode/decode` through click's runner: outputs, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from uti.cli import main
+from uti.space import TokenSpace
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(main, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_space_show_json(run, tiny_space):
+    res = run("space", "show", "tiny", "--json")
+    assert res.exit_code == 0
+    info = json.loads(res.output)
+    assert info["hash"] == tiny_space.hash and info["ranges"]["text"] == [0, 512]
+    assert "hash" in run("space", "show").output
+
+
+def test_space_verify_good_and_bad(run, tiny_space, tmp_path):
+    assert run("space", "verify", str(tiny_space.path)).exit_code == 0
+    bad = tmp_path / "token_space.json"
+    data = json.loads(tiny_space.path.read_text())
+    data["abi"]["pad_to_multiple"] = 64
+    bad.write_text(json.dumps(data))
+    res = run("space", "verify", str(tiny_space.path), str(bad))
+    assert res.exit_code == 1
+    lines = res.output.strip().splitlines()
+    assert lines[0].startswith("ok") and lines[1].startswith("BAD") and "hash" in lines[1] and len(lines) == 2
+
+
+def test_space_build(run, tiny_space, tmp_path):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"name": "mine", "text": {"tokenizer": "tok", "base_vocab_size": 600},
+                               "assets": {"tokenizer": str(tiny_space.root / "tokenizer.json")},
+                               "pad_to_multiple": 256}))
+    res = run("space", "build", str(cfg), "--out", str(tmp_path / "mine"), "--json")
+    assert res.exit_code == 0, res.output
+    sp = TokenSpace.load(tmp_path / "mine")
+    assert sp.total == 768 and sp.abi["text"]["tokenizer_hash"] == tiny_space.abi["text"]["tokenizer_hash"]
+
+
+def test_space_build_rejects_unknown_key(run, tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("name: x\ntext: {tokenizer: t, base_vocab_size: 10}\ncolour: red\n")
+    res = CliRunner().invoke(main, ["space", "build", str(cfg), "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "unknown key(s) colour; valid keys:" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_encode_decode_text_round_trip(run, tmp_path, tiny_space):
+    text = "Hello, 世界! e\u0301 🎉"
+    res = run("encode", "--text", text, "--json")
+    doc = json.loads(res.output)
+    assert doc["token_space"] == {"name": "tiny", "hash": tiny_space.hash} and doc["modality"] == "text"
+    assert all(isinstance(i, int) for i in doc["ids"])
+    path = tmp_path / "t.json"
+    path.write_text(res.output)
+    dec = run("decode", str(path), "--json")
+    assert json.loads(dec.output)["text"] == text
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["space", "show", "nope"], "known spaces: "),
+    (["encode", "--text", "x", "--space", "nope"], "unknown token space"),
+    (["encode"], "exactly one of"),
+])
+def test_bad_input_is_one_line(args, needle):
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and needle in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_decode_refuses_other_space_and_bad_ids(tmp_path, tiny_space):
+    doc = {"token_space": {"name": "tiny", "hash": "0" * 32}, "modality": "text", "ids": [1, 2]}
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(doc))
+    res = CliRunner().invoke(main, ["decode", str(path)])
+    assert res.exit_code == 2 and "0" * 32 in res.output and tiny_space.hash in res.output
+    doc["token_space"]["hash"] = tiny_space.hash
+    doc["ids"] = [999999]
+    path.write_text(json.dumps(doc))
+    res = CliRunner().invoke(main, ["decode", str(path)])
+    assert res.exit_code == 2 and "999999" in res.output
+    path.write_text("{oops")
+    assert CliRunner().invoke(main, ["decode", str(path)]).exit_code == 2
+
+
+def test_every_shipped_space_verifies_through_the_cli(run):
+    from uti.space import spaces_dir
+
+    files = sorted(str(p) for p in spaces_dir().glob("*/token_space.json"))
+    assert files
+    res = run("space", "verify", *files)
+    assert res.exit_code == 0 and res.output.count("ok ") == len(files)

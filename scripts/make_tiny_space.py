@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 OUT = REPO / "token_spaces" / "tiny"
 SEED = 0
-TOKENIZER_SIZE = 500  # tokens incl. <|endoftext|>; the base LM's vocab (512) is larger, like Qwen3's
+TOKENIZER_SIZE = 500  # tokens incl. <|endoftext|>
+BASE_VOCAB = 512  # the base LM's config.vocab_size: larger than the tokenizer, like Qwen3's (space.yaml)
 
 
 def make_tiny_tokenizer(out: Path, vocab_size: int = TOKENIZER_SIZE) -> Path:
@@ -47,6 +48,22 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     if "tokenizer" in steps:
         print("tokenizer:", make_tiny_tokenizer(OUT))
+    if "vision" in steps:
+        from uti.image.vision import make_tiny_vision_tower
+
+        print("vision tower:", make_tiny_vision_tower(OUT / "vision_tower", SEED))
+    if "codebook" in steps:
+        from uti.image.fit import make_tiny_codebook
+
+        print("codebook:", make_tiny_codebook(OUT, SEED))  # K=64 on the CC0 panoramas, tile 64
+    if "audio" in steps:
+        from uti.audio.encodec import make_tiny_encodec
+
+        print("audio codec:", make_tiny_encodec(OUT / "encodec", SEED))
+    if "lm" in steps:
+        from tokenlm.tiny import make_tiny_lm
+
+        print("base LM:", make_tiny_lm(OUT / "lm", OUT / "tokenizer.json", seed=SEED, vocab_size=BASE_VOCAB))
     if "space" in steps:
         from uti.build import build_space_file
 

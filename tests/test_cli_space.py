@@ -105,3 +105,16 @@ def test_every_shipped_space_verifies_through_the_cli(run):
     assert files
     res = run("space", "verify", *files)
     assert res.exit_code == 0 and res.output.count("ok ") == len(files)
+
+
+@pytest.mark.parametrize("args", [["--text", "hi"], ["tests/assets/panoramas/city.jpg"], ["tests/assets/audio/bell.oga"]])
+def test_space_without_local_assets_loads_and_names_what_is_missing(args, monkeypatch):
+    from conftest import REPO
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sp = TokenSpace.load("qwen3-siglip2-encodec")
+    assert sp.ranges["text"].as_list() == [0, 151936] and sp.total % 128 == 0
+    res = CliRunner().invoke(main, ["encode", *args, "--space", "qwen3-siglip2-encodec"])
+    assert res.exit_code == 2 and "not on this machine" in res.output
+    assert len(res.output.strip().splitlines()) == 1

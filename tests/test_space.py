@@ -148,3 +148,13 @@ def test_shipped_spaces_verify():
     for name in known_spaces():
         sp = TokenSpace.load(name)
         assert sp.path.exists() and len(sp.hash) == 32
+
+
+def test_identity_diff_null_is_unpinned():
+    from uti.space import identity_diff
+
+    pinned = {"tower": {"name": "a", "weights_hash": None, "hidden": 4}, "size": 8}
+    assert identity_diff(pinned, {"tower": {"name": "b", "weights_hash": "f00", "hidden": 4}, "size": 8},
+                         ignore=frozenset({"name"})) == []
+    diff = identity_diff(pinned, {"tower": {"name": "a", "weights_hash": "x", "hidden": 5}, "size": 9})
+    assert diff == ["size: space has 8, asset has 9", "tower.hidden: space has 4, asset has 5"]

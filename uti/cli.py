@@ -104,21 +104,70 @@ def encode_text(sp: TokenSpace, text: str) -> dict:
 @click.argument("path", required=False, type=click.Path())
 @click.option("--text", help="Encode this text instead of a file.")
 @SPACE_OPTION
-@click.option("--out", type=click.Path(), help="Write the JSON document here (atomically) instead of stdout.")
+@click.option("--out", type=click.Path(), help="Write the JSON document here (atomically) instead of stdout; "
+              "batch mode: the folder of shards.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full JSON document.")
-def encode(path: str | None, text: str | None, space_ref: str, out: str | None, as_json: bool) -> None:
-    """Encode text (--text) or a file (image, audio) into token-space IDs."""
+@click.option("--part", default="0/1", show_default=True, help="Batch mode: encode part i of n (round-robin).")
+@click.option("--shard-size", default=1000, show_default=True, type=click.IntRange(1), help="Batch mode: inputs per shard.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Batch mode: files encoded concurrently (threads; overlaps decoding/E2P with a GPU tower).")
+def encode(path: str | None, text: str | None, space_ref: str, out: str | None, as_json: bool, part: str,
+           shard_size: int, workers: int) -> None:
+    """Encode text (--text) or a file (image, audio) into token-space IDs.
+
+    Batch mode: PATH is a folder or a .jsonl manifest and --out a folder of sharded safetensors.
+    """
     if (path is None) == (text is None):
         raise InputError("give exactly one of PATH or --text")
     sp = TokenSpace.load(space_ref)
+    if path is not None and (Path(path).is_dir() or path.endswith(".jsonl")):
+        return encode_batch(sp, Path(path), out, part, shard_size, as_json, workers)
     doc = encode_text(sp, text) if text is not None else encode_file(sp, Path(path))
     _emit(doc, out, as_json)
+
+
+def encode_batch(sp: TokenSpace, source: Path, out: str | None, part: str, shard_size: int, as_json: bool,
+                 workers: int = 1) -> None:
+    """Batch mode of `uti encode`: inputs -> shards in OUT, a progress bar and a summary (see uti.batch)."""
+    from .audio.cli import AUDIO_SUFFIXES, audio_encoder
+    from .batch import list_inputs, parse_part, run_batch
+    from .image.codec import IMAGE_EXTENSIONS
+    from .image.commands import image_encoder
+
+    if not out:
+        raise InputError("batch mode needs --out FOLDER for the shards")
+    encoders: dict[str, object] = {}
+
+    def encode_one(p: str) -> tuple[list[int], dict]:
+        kind = "audio" if Path(p).suffix.lower() in AUDIO_SUFFIXES else "image"
+        if kind not in encoders:
+            encoders[kind] = audio_encoder(sp) if kind == "audio" else image_encoder(sp)
+        return encoders[kind](p)  # type: ignore[operator]
+
+    paths = list_inputs(source, IMAGE_EXTENSIONS + AUDIO_SUFFIXES)
+    summary = run_batch(paths, encode_one, out, sp, shard_size=shard_size, part=parse_part(part), workers=workers)
+    if as_json:
+        emit_json(summary.to_json())
+        return
+    click.echo(f"{summary.ok}/{summary.total} encoded, {len(summary.failed)} failed; shards written "
+               f"{len(summary.written)}, skipped (done) {len(summary.skipped)} -> {out}")
+    for f in summary.failed:
+        click.echo(f"  failed {f['path']}: {f['reason']}")
 
 
 def encode_file(sp: TokenSpace, path: Path) -> dict:
     """Encode one file by its modality (image or audio)."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
+    from .audio.cli import encode_audio_doc, is_audio_path
+
+    if is_audio_path(path):
+        return encode_audio_doc(sp, path)
+    from .image.commands import encode_image, is_image_file
+
+    if is_image_file(path):
+        ids, meta = encode_image(sp, path)
+        return {**_header(sp, "image"), "ids": ids, "meta": meta}
     raise InputError(f"{path}: unsupported file type {path.suffix!r}")
 
 
@@ -161,4 +210,25 @@ def decode_doc(sp: TokenSpace, doc: dict, out: str | None) -> dict:
 
     if doc["modality"] == "text":
         return {"modality": "text", "text": TextCodec.from_space(sp).decode(doc["ids"])}
+    if doc["modality"] == "audio":
+        from .audio.cli import decode_audio_doc
+
+        return decode_audio_doc(sp, doc, out)
+    if doc["modality"] == "image":
+        from .image.commands import decode_image
+
+        return decode_image(sp, doc["ids"], out)
     raise InputError(f"cannot decode modality {doc['modality']!r}; expected text, image or audio")
+
+
+from .audio.cli import audio as _audio_group  # noqa: E402  (`uti audio ...`)
+
+main.add_command(_audio_group)
+
+from .image.commands import codebook as _codebook_group  # noqa: E402  (`uti codebook fit`)
+
+main.add_command(_codebook_group)
+
+from .image.show import show_command as _show_command  # noqa: E402  (`uti show panorama.jpg --out views.png`)
+
+main.add_command(_show_command)

@@ -30,7 +30,7 @@ from .hashing import hash_json
 from .io import atomic_write_json
 from .specials import BASE_SPECIALS, view_specials
 
-__all__ = ["IdRange", "TokenSpace", "spaces_dir", "known_spaces", "DEFAULT_SPACE", "SCHEMA"]
+__all__ = ["IdRange", "TokenSpace", "identity_diff", "spaces_dir", "known_spaces", "DEFAULT_SPACE", "SCHEMA"]
 
 SCHEMA = 1
 FORMAT = "uti-token-space"
@@ -354,6 +354,21 @@ def _asset_available(ref: Path | str | None) -> bool:
         return True
     except Exception:  # not cached (offline machine) or not a valid id
         return False
+
+
+def identity_diff(pinned: Any, actual: Any, prefix: str = "", ignore: frozenset[str] = frozenset()) -> list[str]:
+    """Dotted paths where `actual` (an asset's identity) differs from what a space `pinned`.
+
+    `None` in `pinned` means unpinned (a space shipped for assets not on the building machine, e.g. hub
+    weights whose hash was unknown): it accepts any value. Keys named in `ignore` are informational.
+    """
+    if pinned is None:
+        return []
+    if isinstance(pinned, dict) and isinstance(actual, dict):
+        keys = sorted((set(pinned) | set(actual)) - ignore)
+        return [d for k in keys for d in identity_diff(pinned.get(k), actual.get(k), f"{prefix}{k}.", ignore)
+                ] if keys else []
+    return [] if pinned == actual else [f"{prefix.rstrip('.')}: space has {pinned!r}, asset has {actual!r}"]
 
 
 def check_ids(space: TokenSpace, ids: Sequence[int]) -> None:

@@ -1,0 +1,53 @@
+"""Continuous-embedding track: Perceiver resampler + MLP projector feeding image vectors to a causal LLM.
+
+It runs on the same data, views and vision tower as the discrete-token track so the two can be compared.
+"""
+
+from __future__ import annotations
+
+from .checkpoint import load_connector, save_connector
+from .data import CaptionExample, collate_captions
+from .errors import ConnectorError, PlaceholderCountError, TowerMismatchError, WidthMismatchError
+from .inject import IMAGE_MARKER, ImageTokenIds, ViewFeatures, expand_image_placeholders
+from .perceiver import PerceiverConfig, PerceiverResampler
+from .pooled import PooledMLPConfig, PooledMLPResampler
+from .projector import MLPProjector
+from .registry import build_resampler, register_resampler, resampler_names
+from .train import ConnectorTrainConfig, TrainResult, evaluate_captions, train_connector
+from .view_pos import ViewPositionEncoding
+from .views import image_view_features
+from .vlm import Connector, ConnectorConfig, ContinuousVLM, add_lora, generate_text
+
+__all__ = [
+    "ConnectorError",
+    "PlaceholderCountError",
+    "TowerMismatchError",
+    "WidthMismatchError",
+    "IMAGE_MARKER",
+    "ImageTokenIds",
+    "ViewFeatures",
+    "expand_image_placeholders",
+    "PerceiverConfig",
+    "PerceiverResampler",
+    "PooledMLPConfig",
+    "PooledMLPResampler",
+    "MLPProjector",
+    "build_resampler",
+    "register_resampler",
+    "resampler_names",
+    "ViewPositionEncoding",
+    "Connector",
+    "ConnectorConfig",
+    "ContinuousVLM",
+    "add_lora",
+    "generate_text",
+    "save_connector",
+    "load_connector",
+    "CaptionExample",
+    "collate_captions",
+    "ConnectorTrainConfig",
+    "TrainResult",
+    "train_connector",
+    "evaluate_captions",
+    "image_view_features",
+]

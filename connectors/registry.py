@@ -1,0 +1,62 @@
+"""A small registry of resamplers, so other resamplers plug in by name.
+
+A resampler maps one view's patch features (batch, tokens, in_dim) to a fixed number of vectors
+(batch, num_tokens, out_dim). Every registered class has a config dataclass `Config` (built with
+`uti.config.from_dict`, so unknown keys are errors listing the valid ones) and the attributes `in_dim`,
+`out_dim`, `num_tokens`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from torch import nn
+
+from uti.config import from_dict
+
+from .errors import ConnectorError
+
+__all__ = ["register_resampler", "build_resampler", "resampler_names", "resampler_class"]
+
+_REGISTRY: dict[str, type[nn.Module]] = {}
+M = TypeVar("M", bound=type[nn.Module])
+
+
+def register_resampler(name: str) -> Callable[[M], M]:
+    """Class decorator: register a resampler class (with a nested `Config` dataclass) under `name`."""
+
+    def deco(cls: M) -> M:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ConnectorError(f"resampler name {name!r} is already registered by {_REGISTRY[name].__name__}")
+        if not hasattr(cls, "Config"):
+            raise ConnectorError(f"resampler {cls.__name__} needs a nested `Config` dataclass to be registered")
+        _REGISTRY[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return deco
+
+
+def _load_builtins() -> None:
+    from . import perceiver, pooled  # noqa: F401  (importing registers them)
+
+
+def resampler_names() -> list[str]:
+    """Names of the registered resamplers, sorted."""
+    _load_builtins()
+    return sorted(_REGISTRY)
+
+
+def resampler_class(name: str) -> type[nn.Module]:
+    """The class registered under `name`; an unknown name is a one-line error listing the known ones."""
+    _load_builtins()
+    if name not in _REGISTRY:
+        raise ConnectorError(f"unknown resampler {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def build_resampler(name: str, **cfg: Any) -> nn.Module:
+    """Build the resampler `name` from config keys (unknown keys raise `ConfigError` with the valid list)."""
+    cls = resampler_class(name)
+    config = from_dict(cls.Config, cfg, where=f"resampler {name!r}")
+    return cls(config)

@@ -1,0 +1,221 @@
+"""Training of the continuous track on Hugging Face Accelerate (one CPU process up to many GPUs).
+
+Stage `connector` trains the connector only (tower features are precomputed, the LLM is frozen); stage
+`lora` adds peft LoRA on the LLM. Progress bar (tqdm), periodic held-out eval (own image vs shuffled
+image), step checkpoints with exact resume (same data order, optimizer state in safetensors) and a final
+connector-only checkpoint in `out_dir/final`.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from safetensors.torch import load_file
+
+from uti.config import to_dict
+from uti.io import atomic_write_text
+
+from .checkpoint import LORA_WEIGHTS, WEIGHTS, save_connector
+from .data import IGNORE, CaptionExample, collate_captions, shuffled_images
+from .errors import ConnectorError
+from .train_state import latest_step_dir, load_optimizer, prune_step_dirs, read_state, save_optimizer, write_state
+from .vlm import ContinuousVLM, add_lora
+
+__all__ = [
+    "ConnectorTrainConfig", "TrainResult", "train_connector", "evaluate_captions", "peak_memory_bytes", "lr_at",
+    "batch_indices",
+]
+
+STAGES = ("connector", "lora")
+
+
+@dataclass
+class ConnectorTrainConfig:
+    """Hyper-parameters of a connector run; `batch_size` is per process."""
+
+    stage: str = "connector"
+    steps: int = 100
+    batch_size: int = 4
+    lr: float = 1e-3
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    eval_every: int = 0  # 0: only at the end
+    save_every: int = 0  # 0: only the final checkpoint
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 0
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+        if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError("steps and batch_size must be >= 1 and lr > 0")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: final checkpoint, last eval, losses and cost."""
+
+    final_dir: Path
+    eval: dict[str, float]
+    losses: list[float] = field(default_factory=list)
+    step_time_s: float = 0.0  # median seconds per optimizer step
+    peak_memory_bytes: int = 0
+    trainable_params: int = 0
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory so far: CUDA max allocated on GPU, the process's max RSS on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def lr_at(step: int, cfg: ConnectorTrainConfig) -> float:
+    """Linear warm-up then cosine decay to 10 % of `lr`."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(t, 1.0))))
+
+
+def batch_indices(step: int, n: int, cfg: ConnectorTrainConfig, rank: int = 0, world: int = 1) -> list[int]:
+    """This process's example indices for `step`: epochs are seeded permutations, so resume replays them."""
+    glob = cfg.batch_size * world
+    out = []
+    for pos in range(step * glob + rank, (step + 1) * glob, world):
+        epoch, i = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        out.append(int(perm[i]))
+    return out
+
+
+@torch.no_grad()
+def evaluate_captions(
+    vlm: ContinuousVLM, examples: Sequence[CaptionExample], encode: Callable[[str], list[int]],
+    batch_size: int = 8, eos_id: int | None = None,
+) -> dict[str, float]:
+    """Token-weighted held-out loss with each example's own image and with a shuffled image; gap = shuffled - own."""
+    was_training = vlm.training
+    vlm.eval()
+    device = next(vlm.parameters()).device
+    out = {}
+    for name, data in (("loss", list(examples)), ("shuffled_loss", shuffled_images(examples))):
+        total, count = 0.0, 0
+        for i in range(0, len(data), batch_size):
+            batch = collate_captions(data[i : i + batch_size], encode, vlm.ids, vlm.tokens_per_image(1), eos_id)
+            n = int((batch["labels"][:, 1:] != IGNORE).sum())
+            res = vlm(batch["input_ids"].to(device), [im.to(device) for im in batch["images"]],
+                      attention_mask=batch["attention_mask"].to(device), labels=batch["labels"].to(device))
+            total, count = total + float(res.loss) * n, count + n
+        out[name] = total / max(count, 1)
+    out["gap"] = out["shuffled_loss"] - out["loss"]
+    vlm.train(was_training)
+    return out
+
+
+def _resume(vlm: ContinuousVLM, opt: torch.optim.Optimizer, out_dir: Path) -> tuple[int, list[float]]:
+    step_dir = latest_step_dir(out_dir)
+    if step_dir is None:
+        return 0, []
+    state = read_state(step_dir)
+    vlm.connector.load_state_dict(load_file(str(step_dir / WEIGHTS)))
+    if vlm.lora:
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(vlm.llm, load_file(str(step_dir / LORA_WEIGHTS)))
+    load_optimizer(opt, step_dir, state["optimizer"])
+    return int(state["step"]), list(state["losses"])
+
+
+def _save_step(vlm: ContinuousVLM, opt: torch.optim.Optimizer, out_dir: Path, step: int, losses: list[float],
+               cfg: ConnectorTrainConfig, tower: dict[str, Any], space_hash: str | None) -> None:
+    step_dir = out_dir / f"step-{step}"
+    save_connector(vlm, step_dir, tower, space_hash=space_hash)
+    opt_info = save_optimizer(opt, step_dir)
+    write_state(step_dir, {"step": step, "losses": losses, "config": to_dict(cfg), "optimizer": opt_info})
+    prune_step_dirs(out_dir, cfg.keep_checkpoints)
+
+
+def _train_step(acc: Any, model: Any, opt: Any, params: list, batch: dict, lr: float, max_norm: float) -> float:
+    """One optimizer step on this process's batch; returns the loss averaged over processes."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    dev = acc.device
+    res = model(input_ids=batch["input_ids"].to(dev), images=[im.to(dev) for im in batch["images"]],
+                attention_mask=batch["attention_mask"].to(dev), labels=batch["labels"].to(dev))
+    acc.backward(res.loss)
+    if max_norm > 0:
+        acc.clip_grad_norm_(params, max_norm)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(acc.reduce(res.loss.detach(), reduction="mean"))
+
+
+def train_connector(
+    vlm: ContinuousVLM, train: Sequence[CaptionExample], held_out: Sequence[CaptionExample], *,
+    encode: Callable[[str], list[int]], config: ConnectorTrainConfig, out_dir: str | Path,
+    tower: dict[str, Any], space_hash: str | None = None, eos_id: int | None = None,
+    accelerator: Any = None, resume: bool = True, stop_at: int | None = None,
+) -> TrainResult:
+    """Train `vlm` per `config`, resuming from the newest `out_dir/step-N` when `resume`; see module doc.
+
+    `stop_at` ends this call after that step (saving a resumable `step-N` first), e.g. for time-limited jobs.
+    """
+    from accelerate import Accelerator
+    from tqdm.auto import tqdm
+
+    if not train:
+        raise ConnectorError("no training examples given; pass at least one CaptionExample")
+    acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    cfg, out = config, Path(out_dir)
+    if cfg.stage == "lora" and vlm.lora is None:
+        add_lora(vlm, r=cfg.lora_r, alpha=cfg.lora_alpha, target_modules=cfg.lora_targets)
+    vlm.to(acc.device).train()
+    params = [p for p in vlm.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, losses = _resume(vlm, opt, out) if resume else (0, [])
+    model, opt = acc.prepare(vlm, opt)
+    end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
+    times: list[float] = []
+    bar = tqdm(total=cfg.steps, initial=start, disable=not acc.is_local_main_process, desc=f"connector/{cfg.stage}")
+    for step in range(start, end):
+        t0 = time.perf_counter()
+        idx = batch_indices(step, len(train), cfg, acc.process_index, acc.num_processes)
+        batch = collate_captions([train[i] for i in idx], encode, vlm.ids, vlm.tokens_per_image(1), eos_id)
+        losses.append(_train_step(acc, model, opt, params, batch, lr_at(step, cfg), cfg.max_grad_norm))
+        times.append(time.perf_counter() - t0)
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        done = step + 1
+        if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps and acc.is_main_process:
+            bar.write(f"step {done}: {evaluate_captions(vlm, held_out, encode, eos_id=eos_id)}")
+        if (cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps) or done == stop_at:
+            if acc.is_main_process:
+                inner = opt.optimizer if hasattr(opt, "optimizer") else opt  # Accelerate's wrapper -> torch optimizer
+                _save_step(vlm, inner, out, done, losses, cfg, tower, space_hash)
+            acc.wait_for_everyone()
+    bar.close()
+    median = statistics.median(times) if times else 0.0
+    trainable = sum(p.numel() for p in params)
+    if end < cfg.steps:
+        return TrainResult(out / f"step-{end}", {}, losses, median, peak_memory_bytes(acc.device), trainable)
+    result = TrainResult(out / "final", {}, losses, median, peak_memory_bytes(acc.device), trainable)
+    if acc.is_main_process:
+        result.eval = evaluate_captions(vlm, held_out, encode, eos_id=eos_id) if held_out else {}
+        extra = {"train": to_dict(cfg), "eval": result.eval}
+        save_connector(vlm, result.final_dir, tower, space_hash=space_hash, extra=extra)
+        atomic_write_text(out / "losses.json", "[" + ", ".join(f"{x:.6f}" for x in losses) + "]\n")
+    acc.wait_for_everyone()
+    return result

@@ -1,0 +1,75 @@
+"""Resume state of a connector training run without pickle: optimizer tensors in safetensors, the rest in JSON.
+
+A step folder holds the connector checkpoint (`save_connector`), `optimizer.safetensors` and
+`trainer_state.json`; the JSON is written last, so only folders that have it are complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from uti.io import atomic_save_safetensors, atomic_write_json
+
+__all__ = ["STATE_FILE", "save_optimizer", "load_optimizer", "latest_step_dir", "prune_step_dirs", "read_state"]
+
+STATE_FILE, OPT_FILE = "trainer_state.json", "optimizer.safetensors"
+
+
+def save_optimizer(opt: torch.optim.Optimizer, step_dir: Path) -> dict[str, Any]:
+    """Tensors of the optimizer state to `optimizer.safetensors`; returns the JSON part (groups, scalars)."""
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for key, val in st.items():
+            if isinstance(val, torch.Tensor):
+                tensors[f"state.{idx}.{key}"] = val
+            else:
+                scalars[f"{idx}.{key}"] = val
+    atomic_save_safetensors(step_dir / OPT_FILE, tensors)
+    return {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def load_optimizer(opt: torch.optim.Optimizer, step_dir: Path, info: dict[str, Any]) -> None:
+    """Restore what `save_optimizer` wrote into `opt` (same parameters in the same order)."""
+    state: dict[int, dict[str, Any]] = {}
+    for name, val in load_file(str(step_dir / OPT_FILE)).items():
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = val
+    for name, val in info["scalars"].items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = val
+    opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+
+
+def write_state(step_dir: Path, state: dict[str, Any]) -> None:
+    atomic_write_json(step_dir / STATE_FILE, state)
+
+
+def read_state(step_dir: Path) -> dict[str, Any]:
+    return json.loads((step_dir / STATE_FILE).read_text(encoding="utf-8"))
+
+
+def _step_dirs(out_dir: Path) -> list[tuple[int, Path]]:
+    found = []
+    for d in out_dir.glob("step-*"):
+        if (d / STATE_FILE).is_file() and d.name[5:].isdigit():
+            found.append((int(d.name[5:]), d))
+    return sorted(found)
+
+
+def latest_step_dir(out_dir: Path) -> Path | None:
+    """The newest complete `step-N` folder under `out_dir`, or None."""
+    dirs = _step_dirs(out_dir)
+    return dirs[-1][1] if dirs else None
+
+
+def prune_step_dirs(out_dir: Path, keep: int) -> None:
+    """Delete all but the newest `keep` complete step folders."""
+    for _, d in _step_dirs(out_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(d, ignore_errors=True)

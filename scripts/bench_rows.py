@@ -1,0 +1,249 @@
+"""Benchmark: rows-only training of 16,384 new rows on a Qwen3-0.6B-shaped model, ours vs two PEFT baselines.
+
+    python scripts/bench_rows.py                 # 2 layers, batch 2 x 128 tokens, 3 timed steps
+    python scripts/bench_rows.py --json          # machine-readable results
+
+Model: Qwen3 architecture with Qwen3-0.6B's width and vocabulary (hidden 1024, intermediate 3072, 16 heads,
+8 KV heads, head_dim 128, vocab 151936, tied head), random weights, `--layers` decoder layers.
+
+Methods, on the same seeded batches (half text IDs, half new IDs; labels = inputs), AdamW lr 1e-3, no weight
+decay, identical initial new rows (tokenlm's mean_noise init):
+
+* ours: `tokenlm.model.grow_model` + stage rows, loss by `chunked_cross_entropy` (`--chunk` tokens).
+* peft-tt: embedding resized to the grown size (the new rows copied in), PEFT `TrainableTokensConfig` on
+  `embed_tokens` with the 16,384 new indices (PEFT ties the head); loss from the model's own forward.
+* peft-mts: same resized model, PEFT `LoraConfig(modules_to_save=["embed_tokens", "lm_head"])`. PEFT needs at
+  least one LoRA target, so q_proj gets an r=1 LoRA whose parameters are frozen (its B is zero: a no-op).
+
+Each method runs in its own fresh subprocess, one after another. Measured there:
+
+* step time: median wall time of the timed steps (forward, backward, optimizer step), after one warm-up step.
+* peak memory: torch's CPU allocations do not show in tracemalloc, so a thread samples the process RSS from
+  /proc/self/statm every 1 ms; we report the peak RSS during the steps (warm-up included, so the optimizer
+  state's first allocation counts) minus the RSS just before the first step (the model already built). This
+  is the extra memory training needs on top of the loaded model.
+* trainable params, optimizer-state bytes (all tensors in the optimizer state), saved bytes (our
+  trainable_rows.safetensors; PEFT's adapter_model.safetensors from save_pretrained).
+* loss agreement: per-step losses of each method against ours (peft-tt trains the same function, so its
+  losses must match to float rounding; peft-mts also trains the base rows, so it drifts after step 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+METHODS = ("ours", "peft-tt", "peft-mts")
+BASE_VOCAB = 151936
+
+
+class RssSampler:
+    """Samples the resident set size every `interval` seconds in a thread; `peak` is the maximum seen."""
+
+    def __init__(self, interval: float = 0.001) -> None:
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.rss())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "RssSampler":
+        self.peak = self.rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+
+def build_space(new_rows: int):
+    """A space over Qwen3's 151936 IDs whose new IDs (specials + image codes) number exactly `new_rows`."""
+    from uti.space import SCHEMA, TokenSpace
+    from uti.specials import default_specials
+
+    specials = default_specials(0)
+    abi = {"schema": SCHEMA, "text": {"tokenizer": "bench", "tokenizer_hash": None, "base_vocab_size": BASE_VOCAB},
+           "specials": specials, "image": {"codebook_size": new_rows - len(specials), "layout": {"num_tiles": 0}},
+           "pad_to_multiple": 128}
+    return TokenSpace.from_abi(abi, name="bench")
+
+
+def build_base(layers: int):
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    cfg = Qwen3Config(vocab_size=BASE_VOCAB, hidden_size=1024, intermediate_size=3072, num_hidden_layers=layers,
+                      num_attention_heads=16, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True,
+                      max_position_embeddings=4096, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    return Qwen3ForCausalLM(cfg)
+
+
+def batches(space, steps: int, batch: int, seq: int):
+    import torch
+
+    gen = torch.Generator().manual_seed(1)
+    v, stop = space.ranges["text"].stop, space.ranges["padding"].start
+    out = []
+    for _ in range(steps):
+        text = torch.randint(0, v, (batch, seq), generator=gen)
+        new = torch.randint(v, stop, (batch, seq), generator=gen)
+        ids = torch.where(torch.rand(batch, seq, generator=gen) < 0.5, text, new)
+        out.append(ids)
+    return out
+
+
+def prepare(method: str, args, space):
+    """(loss_fn(ids) -> loss, model, save_fn(dir) -> saved file) for `method`."""
+    import torch
+
+    from tokenlm.model import ChunkedLossLM, apply_stage, grow_model, init_new_rows
+
+    model = build_base(args.layers)
+    if method == "ours":
+        model = apply_stage(grow_model(model, space), "rows")
+        wrapped = ChunkedLossLM(model, chunk_tokens=args.chunk)
+
+        def save(d):
+            from tokenlm.checkpoint import save_rows
+            save_rows(model, d, space)
+            return Path(d) / "trainable_rows.safetensors"
+
+        return (lambda ids: wrapped(ids, ids)[0]), model, save
+    from peft import LoraConfig, TrainableTokensConfig, get_peft_model
+
+    rows = init_new_rows(model.get_input_embeddings().weight, space, "mean_noise", None, 1.0, 0)
+    model.resize_token_embeddings(space.total, mean_resizing=False)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[BASE_VOCAB:space.ranges["padding"].start] = rows
+    if method == "peft-tt":
+        cfg = TrainableTokensConfig(target_modules=["embed_tokens"],
+                                    token_indices=list(range(BASE_VOCAB, space.ranges["padding"].start)))
+        model = get_peft_model(model, cfg)
+    else:
+        cfg = LoraConfig(r=1, target_modules=["q_proj"], modules_to_save=["embed_tokens", "lm_head"])
+        model = get_peft_model(model, cfg)
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.requires_grad_(False)
+
+    def save(d):
+        model.save_pretrained(d)
+        return Path(d) / "adapter_model.safetensors"
+
+    return (lambda ids: model(input_ids=ids, labels=ids).loss), model, save
+
+
+def worker(method: str, args) -> dict:
+    import gc
+
+    import torch
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    space = build_space(args.new_rows)
+    loss_fn, model, save = prepare(method, args, space)
+    model.train()
+    params = {id(p): p for p in model.parameters() if p.requires_grad}
+    opt = torch.optim.AdamW(list(params.values()), lr=1e-3, weight_decay=0.0)
+    data = batches(space, args.steps + 1, args.batch, args.seq)
+    losses, times = [], []
+    gc.collect()
+    with RssSampler() as mem:
+        before = mem.rss()
+        for ids in data:
+            t0 = time.perf_counter()
+            loss = loss_fn(ids)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - t0)
+            losses.append(float(loss))
+    state_bytes = sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values()
+                      if torch.is_tensor(t) and t.dim() > 0)
+    with tempfile.TemporaryDirectory() as d:
+        saved = save(d).stat().st_size
+    return {"method": method, "step_s": statistics.median(times[1:]), "peak_extra_bytes": mem.peak - before,
+            "rss_before_bytes": before, "trainable_params": sum(p.numel() for p in params.values()),
+            "optimizer_state_bytes": state_bytes, "saved_bytes": saved, "losses": losses,
+            "threads": torch.get_num_threads()}
+
+
+def run_all(args) -> dict[str, dict]:
+    results = {}
+    for method in METHODS:
+        cmd = [sys.executable, __file__, "--worker", method, "--layers", str(args.layers), "--new-rows",
+               str(args.new_rows), "--batch", str(args.batch), "--seq", str(args.seq), "--steps", str(args.steps),
+               "--chunk", str(args.chunk), "--threads", str(args.threads)]
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            raise SystemExit(f"{method} failed:\n{proc.stderr[-3000:]}")
+        results[method] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return results
+
+
+def table(results: dict[str, dict]) -> str:
+    ours = results["ours"]
+    mib = 1 << 20
+    rows = [("step time (s)", "step_s", 1.0, "{:.2f}"), ("peak extra memory (MiB)", "peak_extra_bytes", mib, "{:.0f}"),
+            ("trainable params", "trainable_params", 1.0, "{:,.0f}"),
+            ("optimizer state (MiB)", "optimizer_state_bytes", mib, "{:.1f}"),
+            ("saved bytes (MiB)", "saved_bytes", mib, "{:.2f}")]
+    head = f"{'metric':<26}" + "".join(f"{m:>14}" for m in METHODS) + "".join(f"{m + '/ours':>16}" for m in METHODS[1:])
+    lines = [head, "-" * len(head)]
+    for label, key, scale, fmt in rows:
+        vals = [results[m][key] for m in METHODS]
+        cells = "".join(f"{fmt.format(v / scale):>14}" for v in vals)
+        ratios = "".join(f"{(v / ours[key] if ours[key] else float('nan')):>15.2f}x" for v in vals[1:])
+        lines.append(f"{label:<26}{cells}{ratios}")
+    for m in METHODS[1:]:
+        diffs = [abs(a - b) for a, b in zip(results[m]["losses"], ours["losses"])]
+        lines.append(f"loss |{m} - ours| per step: " + ", ".join(f"{d:.2e}" for d in diffs))
+    lines.append("losses ours: " + ", ".join(f"{x:.4f}" for x in ours["losses"]))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--new-rows", type=int, default=16384)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
+    ap.add_argument("--chunk", type=int, default=512, help="tokens per logits chunk (ours)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--worker", choices=METHODS, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args)))
+        return
+    results = run_all(args)
+    if args.json:
+        print(json.dumps(results))
+        return
+    print(f"Qwen3-0.6B-shaped, {args.layers} layers, vocab {BASE_VOCAB} + {args.new_rows} new rows, tied; "
+          f"batch {args.batch} x {args.seq} tokens, {args.steps} timed steps, "
+          f"{results['ours']['threads']} threads, CPU")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

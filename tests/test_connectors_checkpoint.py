@@ -1,0 +1,87 @@
+"""Connector-only checkpoints: round trip (incl. LoRA), generation after loading, and refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from connectors import ContinuousVLM, TowerMismatchError, WidthMismatchError, expand_image_placeholders
+from connectors.checkpoint import LORA_WEIGHTS, MANIFEST, WEIGHTS, load_connector, save_connector
+from connectors.testing import TINY_FEAT as FEAT
+from connectors.testing import TINY_IDS as IDS
+from connectors.testing import byte_encode as encode
+from connectors.testing import synthetic_image as pano
+from connectors.testing import tiny_connector, tiny_llm
+from connectors.vlm import add_lora, generate_text
+from uti.errors import HashMismatchError, UTIError
+
+TOWER = {"name": "tiny-tower", "weights_hash": "ab" * 16, "hidden_size": FEAT, "feature_layer": -1}
+
+
+def _ids_and_image(vlm: ContinuousVLM) -> tuple[torch.Tensor, list]:
+    img = pano()
+    return torch.tensor([expand_image_placeholders("<image> this is", encode, IDS, [12])]), [img]
+
+
+def test_round_trip_gives_same_outputs_and_generates(tmp_path) -> None:
+    vlm = ContinuousVLM(tiny_llm(), tiny_connector(), IDS)
+    save_connector(vlm, tmp_path, TOWER, space_hash="f" * 32)
+    assert {p.name for p in tmp_path.iterdir()} == {MANIFEST, WEIGHTS}
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    assert manifest["tower"]["hidden_size"] == FEAT and manifest["llm"]["hidden_size"] == 64
+    assert manifest["stage"] == "connector"
+    # a saved connector is small: no LLM weights in it
+    assert (tmp_path / WEIGHTS).stat().st_size < 4 * sum(p.numel() for p in vlm.connector.parameters()) + 10_000
+    loaded = load_connector(tmp_path, tiny_llm(), TOWER, space_hash="f" * 32)
+    ids, images = _ids_and_image(vlm)
+    torch.testing.assert_close(loaded(ids, images).logits, vlm(ids, images).logits)
+    new = loaded.generate(ids, images, max_new_tokens=4, do_sample=False)
+    assert new.shape == (1, 4) and int(new.max()) < 512  # text IDs only
+    text = generate_text(loaded, "<image> this is", images, encode, lambda t: "".join(map(chr, t)), 4)
+    assert text == "".join(map(chr, new[0].tolist()))
+
+
+def test_lora_round_trip(tmp_path) -> None:
+    vlm = ContinuousVLM(tiny_llm(), tiny_connector(), IDS)
+    add_lora(vlm, r=2, alpha=4)
+    with torch.no_grad():
+        for name, p in vlm.llm.named_parameters():
+            if "lora_B" in name:
+                p.normal_()  # LoRA B starts at zero; make the adapter matter
+    save_connector(vlm, tmp_path, TOWER)
+    assert (tmp_path / LORA_WEIGHTS).is_file()
+    loaded = load_connector(tmp_path, tiny_llm(), TOWER)
+    ids, images = _ids_and_image(vlm)
+    torch.testing.assert_close(loaded(ids, images).logits, vlm.eval()(ids, images).logits)
+    plain = load_connector(tmp_path, tiny_llm(), TOWER)
+    plain.llm.disable_adapter_layers()  # the adapter changes the outputs: it was really restored
+    assert not torch.allclose(plain(ids, images).logits, loaded(ids, images).logits)
+
+
+def test_refuses_other_tower_llm_or_damaged_file(tmp_path) -> None:
+    vlm = ContinuousVLM(tiny_llm(), tiny_connector(), IDS)
+    save_connector(vlm, tmp_path, TOWER, space_hash="f" * 32)
+    with pytest.raises(TowerMismatchError, match="weights_hash") as err:
+        load_connector(tmp_path, tiny_llm(), TOWER | {"weights_hash": "cd" * 16})
+    assert isinstance(err.value, UTIError) and "\n" not in str(err.value)
+    with pytest.raises(WidthMismatchError, match="48 wide"):
+        load_connector(tmp_path, tiny_llm(), TOWER | {"hidden_size": 48})
+    with pytest.raises(HashMismatchError, match="token space"):
+        load_connector(tmp_path, tiny_llm(), TOWER, space_hash="e" * 32)
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    other = Qwen3ForCausalLM(Qwen3Config(vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, head_dim=16))
+    with pytest.raises(TowerMismatchError, match="hidden_size=64"):
+        load_connector(tmp_path, other, TOWER)
+    with pytest.raises(WidthMismatchError, match="tower width 48"):
+        save_connector(vlm, tmp_path / "x", TOWER | {"hidden_size": 48})
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(tmp_path / WEIGHTS))
+    tensors["special_rows"] = tensors["special_rows"] + 1
+    save_file(tensors, str(tmp_path / WEIGHTS))
+    with pytest.raises(HashMismatchError, match="damaged"):
+        load_connector(tmp_path, tiny_llm(), TOWER)

@@ -1,0 +1,282 @@
+"""E2P views: layout, agreement with py360convert, seam, poles, antialiasing, determinism and caching."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from uti.errors import ConfigError, InputError
+from uti.image import e2p
+from uti.image.e2p import (
+    is_panorama,
+    render_plain,
+    render_view,
+    render_views,
+    view_geometry,
+)
+from uti.image.layout import Layout
+from uti.image.load import load_image
+
+PANORAMAS = sorted((Path(__file__).parent / "assets" / "panoramas").glob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def panos() -> dict[str, np.ndarray]:
+    return {p.stem: load_image(p) for p in PANORAMAS}
+
+
+def smooth_pano(h: int = 128, w: int = 256) -> np.ndarray:
+    """A synthetic equirect whose colours are smooth functions of the 3D direction (continuous everywhere,
+    including across the seam and the poles), so sampling errors show up as large differences."""
+    lon = (np.arange(w) + 0.5) / w * 2 * np.pi - np.pi
+    lat = np.pi / 2 - (np.arange(h) + 0.5) / h * np.pi
+    lon, lat = np.meshgrid(lon, lat)
+    x, y, z = np.cos(lat) * np.sin(lon), np.sin(lat), np.cos(lat) * np.cos(lon)
+    rgb = np.stack([128 + 100 * x, 128 + 100 * z, 128 + 60 * y + 40 * x * z], axis=-1)
+    return np.rint(rgb).astype(np.uint8)
+
+
+def exact_sample(pano: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Slow exact float bilinear sampling of an equirect at lon/lat (radians) with the seam wrapped and the
+    rows beyond each pole taken from the edge row half a turn away."""
+    h, w = pano.shape[:2]
+    col = (lon / (2 * np.pi) + 0.5) * w - 0.5
+    row = (0.5 - lat / np.pi) * h - 0.5
+    r0, c0 = np.floor(row).astype(int), np.floor(col).astype(int)
+    fr, fc = (row - r0)[..., None], (col - c0)[..., None]
+
+    def px(r: np.ndarray, c: np.ndarray) -> np.ndarray:
+        flip = (r < 0) | (r >= h)
+        r = np.where(r < 0, -1 - r, np.where(r >= h, 2 * h - 1 - r, r))
+        c = np.where(flip, c + w // 2, c) % w
+        return pano[r, c].astype(np.float64)
+
+    top = px(r0, c0) * (1 - fc) + px(r0, c0 + 1) * fc
+    bottom = px(r0 + 1, c0) * (1 - fc) + px(r0 + 1, c0 + 1) * fc
+    return top * (1 - fr) + bottom * fr
+
+
+# --- layout ---------------------------------------------------------------------------------------------
+
+
+def test_default_layout_has_eight_yaws_and_a_global_view() -> None:
+    layout = Layout()
+    views = layout.views()
+    assert layout.num_tiles == 8 and layout.num_views == 9 and len(views) == 9
+    assert views[0].kind == "global" and views[0].fov == 360.0
+    assert [v.yaw for v in views[1:]] == [-180.0, -135.0, -90.0, -45.0, 0.0, 45.0, 90.0, 135.0]
+    assert [v.index for v in views[1:]] == list(range(8))
+    assert all(v.kind == "tile" and v.pitch == 0.0 and v.fov == 90.0 for v in views[1:])
+
+
+def test_pitch_rows_need_fewer_tiles_towards_the_poles() -> None:
+    layout = Layout(pitches=(0, 60, -60, 90), global_view=False)
+    counts = [len(yaws) for _, yaws in layout.rows]
+    assert counts == [8, 6, 6, 1]  # tile span at pitch 60: 2 atan(tan 45 / cos 60) = 126.9 deg, step 63.4
+    assert layout.num_tiles == 21 == len(layout.views())
+    assert Layout(fov=60, overlap=0.0).num_tiles == 6
+    assert Layout(fov=100, overlap=0.25).num_tiles == 5  # step 75 deg -> ceil(4.8)
+
+
+def test_abi_round_trip_and_stability() -> None:
+    layout = Layout(fov=75, overlap=0.4, pitches=[0, -30], tile_size=224, global_view=False, grid="edges")
+    abi = layout.abi()
+    assert json.loads(json.dumps(abi)) == abi
+    assert abi["num_tiles"] == layout.num_tiles and abi["pitches"] == [0.0, -30.0]
+    assert Layout.from_abi(json.loads(json.dumps(abi))) == layout
+    assert Layout().abi() == {"fov": 90.0, "overlap": 0.5, "pitches": [0.0], "tile_size": 384,
+                              "global_view": True, "grid": "centers", "num_tiles": 8}
+    with pytest.raises(ConfigError, match="num_tiles"):
+        Layout.from_abi({**abi, "num_tiles": 3})
+    with pytest.raises(ConfigError, match="valid keys"):
+        Layout.from_abi({**abi, "yaw": 3})
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"fov": 0}, {"fov": 180}, {"overlap": 1.0}, {"overlap": -0.1}, {"pitches": (91,)}, {"pitches": ()},
+    {"pitches": (0, 0)}, {"tile_size": 4}, {"tile_size": 3.5}, {"grid": "corners"}, {"global_view": "yes"},
+    {"fov": "90"},
+])
+def test_layout_rejects_bad_fields(kwargs: dict) -> None:
+    with pytest.raises(ConfigError):
+        Layout(**kwargs)
+
+
+# --- reference: py360convert ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [p.stem for p in PANORAMAS])
+def test_edges_grid_matches_py360convert(panos: dict[str, np.ndarray], name: str) -> None:
+    py360convert = pytest.importorskip("py360convert")
+    pano = panos[name]
+    size = 192
+    layout = Layout(pitches=(0, 60, -60), tile_size=size, grid="edges", global_view=False)
+    ours = render_views(pano, layout)
+    views = layout.views()  # 8 at pitch 0 (one centred on the seam), 6 at pitch 60, 6 at pitch -60
+    assert views[0].yaw == -180.0 and views[0].pitch == 0 and {v.pitch for v in views} == {0, 60, -60}
+    for v in views:
+        ref = py360convert.e2p(pano, v.fov, v.yaw, v.pitch, (size, size), mode="bilinear")
+        diff = np.abs(ref.astype(np.int16) - ours[v.index])
+        assert diff.mean() < 0.1 and diff.max() <= 1, (v, diff.mean(), diff.max())
+
+
+def test_seam_tile_at_yaw_180_matches_py360convert(panos: dict[str, np.ndarray]) -> None:
+    py360convert = pytest.importorskip("py360convert")
+    pano = panos[PANORAMAS[0].stem]
+    ref = py360convert.e2p(pano, 90, 180, 0, (160, 160), mode="bilinear")
+    ours = render_view(pano, 180, 0, 90, 160, grid="edges")
+    diff = np.abs(ref.astype(np.int16) - ours).max(axis=-1)
+    assert diff.mean() < 0.1 and diff.max() <= 1
+
+
+# --- geometry: seam, poles, grids -----------------------------------------------------------------------
+
+
+def test_centers_grid_matches_exact_bilinear() -> None:
+    pano = smooth_pano()
+    for yaw, pitch in [(0, 0), (180, 0), (-100, 35), (30, -75)]:
+        lon, lat = e2p.view_lonlat(yaw, pitch, 90, 48)
+        ref = exact_sample(pano, lon, lat)
+        ours = render_view(pano, yaw, pitch, 90, 48)
+        assert np.abs(ref - ours).max() <= 0.6, (yaw, pitch)  # 1/32-pixel weights + rounding to nearest
+
+
+def test_seam_is_continuous() -> None:
+    """The tile centred on the seam equals the tile centred on the same content moved to the middle."""
+    pano = smooth_pano()
+    rolled = np.roll(pano, pano.shape[1] // 2, axis=1)
+    at_seam = render_view(pano, 180, 10, 90, 64).astype(int)
+    in_middle = render_view(rolled, 0, 10, 90, 64).astype(int)
+    assert np.abs(at_seam - in_middle).max() <= 1
+    assert np.abs(np.diff(at_seam, axis=1)).max() <= 6  # smooth content: no jump where the seam crosses
+
+
+@pytest.mark.parametrize("pitch", [90, -90])
+def test_pole_views_sample_across_the_pole(pitch: int) -> None:
+    pano = smooth_pano()
+    # A narrow view centred on the pole: every ray is within a few rows of it, half of them across it.
+    lon, lat = e2p.view_lonlat(0, pitch, 8, 16)
+    narrow = render_view(pano, 0, pitch, 8, 16)
+    assert np.abs(exact_sample(pano, lon, lat) - narrow).max() <= 0.6
+    # Looking straight up or down, changing the yaw only rotates the image.
+    v0 = render_view(pano, 0, pitch, 90, 64).astype(int)
+    v90 = render_view(pano, 90, pitch, 90, 64).astype(int)
+    assert np.abs(np.rot90(v0, k=-1 if pitch > 0 else 1) - v90).max() <= 1
+    assert np.abs(np.rot90(v0, k=1 if pitch > 0 else -1) - v90).max() > 20  # the other way is wrong
+
+
+def test_pole_padding_turns_the_edge_rows_half_a_turn() -> None:
+    for w in (8, 9):
+        pano = np.random.default_rng(0).integers(0, 256, (4, w, 3), dtype=np.uint8)
+        padded = e2p._pad(pano)
+        assert np.array_equal(padded[1:-1, 1:-1], pano)
+        assert np.array_equal(padded[1:-1, 0], pano[:, -1]) and np.array_equal(padded[1:-1, -1], pano[:, 0])
+        for dst, src in ((0, 0), (-1, -1)):
+            for j in range(w):  # column j's opposite longitude is at j + w/2
+                k = j + w / 2
+                want = pano[src, int(k) % w] if k == int(k) else (
+                    (pano[src, int(k) % w].astype(int) + pano[src, (int(k) + 1) % w] + 1) // 2)
+                assert np.array_equal(padded[dst, 1 + j], want)
+
+
+def test_grids_differ_by_the_pixel_convention() -> None:
+    pano = smooth_pano()
+    centers = e2p.view_lonlat(0, 0, 90, 8, "centers")[0][0]
+    edges = e2p.view_lonlat(0, 0, 90, 8, "edges")[0][0]
+    assert math.isclose(np.degrees(edges[0]), -45.0) and math.isclose(np.degrees(edges[-1]), 45.0)
+    assert math.isclose(np.degrees(centers[0]), -math.degrees(math.atan(7 / 8)), rel_tol=1e-6)
+    assert not np.array_equal(render_view(pano, 0, 0, 90, 8), render_view(pano, 0, 0, 90, 8, grid="edges"))
+
+
+def test_view_geometry_gives_patch_centres() -> None:
+    layout = Layout(pitches=(0, 45), tile_size=64)
+    lon, lat = view_geometry(layout, (3, 5))
+    assert lon.shape == lat.shape == (layout.num_views, 3, 5)
+    assert np.allclose(lon[0, 0], [-144, -72, 0, 72, 144]) and np.allclose(lat[0, :, 0], [60, 0, -60])
+    for i, v in enumerate(layout.views()[1:], 1):  # the centre patch looks at the view's direction
+        assert math.isclose(lon[i, 1, 2], v.yaw, abs_tol=1e-9) and math.isclose(lat[i, 1, 2], v.pitch, abs_tol=1e-9)
+    assert (lon >= -180).all() and (lon < 180).all() and (np.abs(lat) <= 90).all()
+    assert (lat[1:, 0] > lat[1:, 2]).all()  # patch rows go down
+    # a 1:1 patch grid is the pixel grid: patch centres are the rendered pixels' directions
+    small = Layout(tile_size=16, global_view=False)
+    plon, plat = view_geometry(small, (16, 16))
+    lon_r, lat_r = e2p.view_lonlat(-135.0, 0.0, 90.0, 16)
+    assert np.allclose(plon[1], np.degrees(lon_r), atol=1e-4) and np.allclose(plat[1], np.degrees(lat_r), atol=1e-4)
+
+
+# --- rendering ------------------------------------------------------------------------------------------
+
+
+def test_render_views_order_and_global_view(panos: dict[str, np.ndarray]) -> None:
+    pano = panos[PANORAMAS[0].stem]
+    layout = Layout(pitches=(0, -60), tile_size=64)
+    views = render_views(pano, layout)
+    assert views.shape == (layout.num_views, 64, 64, 3) and views.dtype == np.uint8
+    assert np.array_equal(views[0], cv2.resize(pano, (64, 64), interpolation=cv2.INTER_AREA))
+    for i, v in enumerate(layout.views()[1:], 1):
+        assert np.array_equal(views[i], render_view(pano, v.yaw, v.pitch, v.fov, 64)), v
+    no_global = render_views(pano, Layout(pitches=(0, -60), tile_size=64, global_view=False))
+    assert np.array_equal(no_global, views[1:])
+
+
+def test_antialias_is_a_box_average_of_supersamples(panos: dict[str, np.ndarray]) -> None:
+    pano = panos[PANORAMAS[0].stem]
+    aa = render_view(pano, 30, 20, 90, 32, antialias=2).astype(float)
+    fine = render_view(pano, 30, 20, 90, 64).astype(float)  # same sample points (centers grid)
+    box = fine.reshape(32, 2, 32, 2, 3).mean(axis=(1, 3))
+    assert np.abs(aa - box).max() <= 1.0
+    # on a pattern finer than the tile pixels antialiasing removes the aliasing
+    stripes = np.zeros((512, 1024, 3), np.uint8)
+    stripes[:, ::2] = 255
+    plain, smooth = render_view(stripes, 0, 0, 90, 32), render_view(stripes, 0, 0, 90, 32, antialias=8)
+    err = lambda img: np.abs(img[8:-8, 8:-8].astype(int) - 127.5).mean()
+    assert err(smooth) < 8 and err(plain) > 30  # 8 equirect pixels per tile pixel here
+    layout = Layout(tile_size=32, global_view=False)
+    assert np.array_equal(render_views(pano, layout, antialias=2)[3], render_view(pano, -45, 0, 90, 32, antialias=2))
+
+
+def test_deterministic_and_cached(panos: dict[str, np.ndarray]) -> None:
+    pano = panos[PANORAMAS[1].stem]
+    layout = Layout(tile_size=48, pitches=(10,))
+    e2p._layout_maps.cache_clear()
+    first = render_views(pano, layout)
+    info = e2p._layout_maps.cache_info()
+    again = render_views(pano.copy(), Layout(tile_size=48, pitches=(10.0,)))
+    after = e2p._layout_maps.cache_info()
+    assert np.array_equal(first, again)
+    assert after.misses == info.misses == 1 and after.hits == info.hits + 1
+    maps = e2p._layout_maps(layout, *pano.shape[:2], 1)
+    assert not maps[0].flags.writeable
+    e2p._layout_maps.cache_clear()
+    assert np.array_equal(first, render_views(pano, layout))  # rebuilt maps give the same pixels
+
+
+def test_plain_images_and_bad_input() -> None:
+    assert is_panorama(512, 1024) and is_panorama(1000, 2010) and not is_panorama(512, 900)
+    img = np.zeros((60, 200, 3), np.uint8)
+    img[:, 100:] = 200
+    out = render_plain(img, 32)
+    assert out.shape == (32, 32, 3) and out[:, :15].max() == 0 and out[:, 17:].min() == 200  # squeezed, all kept
+    with pytest.raises(InputError, match="uint8"):
+        render_views(np.zeros((8, 16, 3), np.float32), Layout())
+    with pytest.raises(InputError, match="uint8"):
+        render_views(np.zeros((8, 16), np.uint8), Layout())
+    with pytest.raises(InputError, match="antialias"):
+        render_views(np.zeros((8, 16, 3), np.uint8), Layout(), antialias=0)
+
+
+def test_wide_panoramas_use_float_maps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond int16 pixel coordinates the maps stay float32 (OpenCV rounds them slightly differently)."""
+    pano = smooth_pano(64, 129)  # odd width: the pole pads average two columns
+    fixed = render_view(pano, 170, 70, 90, 24)
+    monkeypatch.setattr(e2p, "_INT16_COORD_LIMIT", 100)
+    e2p._view_maps.cache_clear()
+    assert e2p._view_maps(170.0, 70.0, 90.0, 24, "centers", 64, 129, 1)[0].dtype == np.float32
+    diff = np.abs(render_view(pano, 170, 70, 90, 24).astype(int) - fixed)
+    assert diff.max() <= 1 and diff.mean() < 0.05
+    e2p._view_maps.cache_clear()

@@ -1,0 +1,188 @@
+"""Training data: records (JSONL) + encoded shards -> sequences (uti.sequence) -> packed rows -> batches.
+
+Sources are given as a list of paths:
+
+* a folder of `uti encode` batch shards (`part-*.safetensors`); read with `uti.batch.read_shards`, which
+  refuses shards of another token space. Each shard item is one encoded image or audio file, keyed by
+  its source path.
+* a JSONL file of records, one object per line:
+  ``{"text": "..."}`` (task text), ``{"image": "pano.jpg", "caption": "..."}`` (tasks i2t / t2i),
+  ``{"audio": "bell.wav", "caption": "..."}`` (tasks a2t / t2a). The media path names a shard item: it is
+  matched against the shards' sources by resolved path (relative paths are relative to the JSONL's
+  folder), else by file name when that is unique. A record may carry the IDs inline instead
+  (``"image_ids": [...]`` / ``"audio_ids": [...]``, global IDs of the space).
+
+Which sequences a record yields is chosen by `tasks` (e.g. ("i2t",) makes only image-to-caption
+sequences from image records). Order is deterministic: records in file order, sequences shuffled by
+`seed`, then packed in order (`uti.sequence.pack`).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import torch
+
+from uti.errors import InputError
+from uti.sequence import IGNORE_INDEX, TASKS, PackedRow, TokenSequence, build_sequence, pack
+from uti.space import TokenSpace
+
+__all__ = ["Record", "read_records", "load_shard_items", "build_sequences", "build_rows", "collate",
+           "split_records", "label_count", "DataError"]
+
+_MEDIA = {"image": ("i2t", "t2i"), "audio": ("a2t", "t2a")}
+
+
+class DataError(InputError):
+    """A training record or data source cannot be used."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One training record: text only, or a caption with an image/audio item (IDs resolved later)."""
+
+    text: str | None = None
+    caption: str | None = None
+    modality: str | None = None  # "image" | "audio" | None
+    media: str | None = None  # resolved path of the media file, or None when IDs are inline
+    ids: tuple[int, ...] | None = None  # inline global IDs
+    where: str = ""  # file:line, for error messages
+
+
+def _record(obj: Any, where: str, base: Path) -> Record:
+    if not isinstance(obj, dict):
+        raise DataError(f"{where}: expected a JSON object like {{\"text\": ...}} or {{\"image\": ..., \"caption\": ...}}")
+    if "text" in obj:
+        if not isinstance(obj["text"], str) or set(obj) != {"text"}:
+            raise DataError(f"{where}: a text record is {{\"text\": str}} and nothing else, got keys {sorted(obj)}")
+        return Record(text=obj["text"], where=where)
+    kinds = [m for m in _MEDIA if m in obj or f"{m}_ids" in obj]
+    if len(kinds) != 1 or not isinstance(obj.get("caption"), str):
+        raise DataError(f"{where}: expected exactly one of image/audio (or image_ids/audio_ids) plus a \"caption\" "
+                        f"string; got keys {sorted(obj)}")
+    m = kinds[0]
+    if f"{m}_ids" in obj:
+        return Record(caption=obj["caption"], modality=m, ids=tuple(int(i) for i in obj[f"{m}_ids"]), where=where)
+    return Record(caption=obj["caption"], modality=m, media=str((base / obj[m]).resolve()), where=where)
+
+
+def read_records(path: str | Path) -> list[Record]:
+    """Records of a JSONL file in file order (blank lines skipped); malformed lines raise DataError."""
+    path = Path(path)
+    out = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}:{n}: not valid JSON ({err.msg})") from None
+        out.append(_record(obj, f"{path}:{n}", path.parent))
+    return out
+
+
+def load_shard_items(folders: Iterable[str | Path], space: TokenSpace) -> dict[str, tuple[int, ...]]:
+    """{resolved source path: global IDs} of every item in the shards of `folders` (hash-checked)."""
+    from uti.batch import read_shards
+
+    items: dict[str, tuple[int, ...]] = {}
+    for folder in folders:
+        for shard in read_shards(folder, space):
+            for j, src in enumerate(shard.sources):
+                items[str(Path(src).resolve())] = tuple(shard.item(j).tolist())
+    return items
+
+
+def _media_ids(rec: Record, items: dict[str, tuple[int, ...]], by_name: dict[str, list[str]]) -> tuple[int, ...]:
+    if rec.ids is not None:
+        return rec.ids
+    if rec.media in items:
+        return items[rec.media]
+    named = by_name.get(Path(rec.media).name, [])
+    if len(named) == 1:
+        return items[named[0]]
+    why = "is ambiguous by file name" if named else "is in none of the shards"
+    raise DataError(f"{rec.where}: {rec.modality} {rec.media} {why}; encode it with `uti encode ... --out SHARDS` "
+                    "and pass that shard folder as data")
+
+
+def build_sequences(records: Sequence[Record], space: TokenSpace, tasks: Sequence[str],
+                    items: dict[str, tuple[int, ...]] | None = None) -> list[TokenSequence]:
+    """Sequences of `tasks` from `records`, in record order (text via the space's tokenizer)."""
+    from uti.text import TextCodec
+
+    bad = [t for t in tasks if t not in TASKS]
+    if bad:
+        raise DataError(f"unknown task(s) {', '.join(bad)}; valid tasks: {', '.join(TASKS)}")
+    text = TextCodec.from_space(space)
+    items = items or {}
+    by_name: dict[str, list[str]] = {}
+    for k in items:
+        by_name.setdefault(Path(k).name, []).append(k)
+    out: list[TokenSequence] = []
+    for rec in records:
+        if rec.text is not None:
+            if "text" in tasks:
+                out.append(build_sequence(space, "text", target=text.encode(rec.text)))
+            continue
+        media, caption = _media_ids(rec, items, by_name), text.encode(rec.caption)
+        to_text, from_text = _MEDIA[rec.modality]
+        if to_text in tasks:
+            out.append(build_sequence(space, to_text, target=caption, condition=media))
+        if from_text in tasks:
+            out.append(build_sequence(space, from_text, target=media, condition=caption))
+    return out
+
+
+def split_records(records: Sequence[Record], eval_fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """(train, eval): a seeded random `eval_fraction` of the records is held out (at least one if > 0)."""
+    if not 0.0 <= eval_fraction < 1.0:
+        raise DataError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    n_eval = 0 if eval_fraction == 0 else max(1, round(len(records) * eval_fraction))
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:n_eval])
+    return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
+
+
+def build_rows(seqs: Sequence[TokenSequence], space: TokenSpace, max_len: int, seed: int | None) -> list[PackedRow]:
+    """Shuffle sequences by `seed` (None keeps order) and pack them into rows of `max_len`."""
+    seqs = list(seqs)
+    if seed is not None:
+        random.Random(seed).shuffle(seqs)
+    return pack(seqs, max_len, pad_id=space.special_id("<|pad|>"))
+
+
+def collate(rows: Sequence[PackedRow]) -> dict[str, torch.Tensor]:
+    """Stack rows into LongTensors (B, T), trimming padding columns that every row has at its end.
+
+    Trimming never changes a loss: padding sits at the end of each row, is causal-masked from the real
+    tokens, and carries label -100.
+    """
+    if not rows:
+        raise DataError("cannot collate an empty batch")
+    ids = torch.tensor([r.input_ids for r in rows], dtype=torch.long)  # (B, T)
+    labels = torch.tensor([r.labels for r in rows], dtype=torch.long)
+    pos = torch.tensor([r.position_ids for r in rows], dtype=torch.long)
+    used = max(sum(len(s) for s in _segments(r)) for r in rows)
+    return {"input_ids": ids[:, :used], "labels": labels[:, :used], "position_ids": pos[:, :used]}
+
+
+def _segments(row: PackedRow) -> list[range]:
+    """Index ranges of the real sequences of a row (padding tail excluded)."""
+    starts = [i for i, p in enumerate(row.position_ids) if p == 0]
+    ends = starts[1:] + [len(row.position_ids)]
+    return [range(s, e) for s, e in zip(starts, ends)][: row.num_sequences]
+
+
+def label_count(rows: Sequence[PackedRow]) -> int:
+    """Number of labelled (loss-bearing) positions after the causal shift, over `rows`."""
+    return sum(sum(1 for y in r.labels[1:] if y != IGNORE_INDEX) for r in rows)

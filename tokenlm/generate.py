@@ -1,0 +1,205 @@
+"""Load base + rows and generate token-space streams under the space's grammar; split and decode the output.
+
+`load_generator(rows_dir)` loads the base model (an explicit `base`, else the space's `base_model`
+asset, else the id recorded in the checkpoint), grows it, patches the rows and checks every hash.
+`build_prompt_ids` encodes an optional image/audio condition and the text prompt with the space's
+codecs into the sequence builder's prompt layout. `generate_ids` runs `model.generate` with the
+`TokenSpaceLogitsProcessor`, and `decode_stream` splits the output into text / image / audio segments
+and decodes each with `uti` (text to a string, images to codebook features per view, audio to a wav).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from uti import specials as S
+from uti.errors import MissingAssetError, UTIError
+from uti.space import TokenSpace
+
+from .checkpoint import checkpoint_space, load_rows, read_manifest
+from .constraints import TokenSpaceLogitsProcessor
+from .model import load_base
+
+__all__ = ["load_generator", "resolve_base", "build_prompt_ids", "generate_ids", "split_stream", "decode_stream",
+           "TARGETS", "text_vocab_size",
+           "continued_stream"]
+
+TARGETS = ("text", "image", "audio")
+_END = {"text": S.TEXT_END, "image": S.IMAGE_END, "audio": S.AUDIO_END}
+
+
+def resolve_base(space: TokenSpace, manifest: dict, base: str | None = None) -> str:
+    """Which base model to load: `base`; else the space's `base_model` asset when it is on this machine;
+    else the id or path the checkpoint recorded; else the space's asset string (a hub id)."""
+    asset = space.asset("base_model") if "base_model" in space.assets else None
+    for ref in (base, asset if isinstance(asset, Path) else None, manifest.get("base_model"), asset):
+        if ref:
+            return str(ref)
+    raise MissingAssetError("no base model known: the space names no base_model asset and the checkpoint records "
+                            "none; pass --base NAME_OR_PATH")
+
+
+def load_generator(rows_dir: str | Path, base: str | None = None,
+                   space: TokenSpace | None = None) -> tuple[nn.Module, TokenSpace, dict]:
+    """(grown model with rows patched, its space, the checkpoint manifest), every hash checked."""
+    rows_dir = Path(rows_dir)
+    manifest = read_manifest(rows_dir)
+    space = space or checkpoint_space(rows_dir, manifest)
+    ref = resolve_base(space, manifest, base)
+    model = load_base(ref, dtype=manifest["dtype"])
+    model = load_rows(model, rows_dir, space)
+    return model.eval(), space, manifest
+
+
+def _encode_image(space: TokenSpace, path: str | Path) -> list[int]:
+    from uti.image.codec import ImageCodec, to_ids
+
+    return to_ids(ImageCodec.from_space(space).encode(path), space)
+
+
+def _encode_audio(space: TokenSpace, path: str | Path) -> list[int]:
+    from uti.audio.codec import AudioCodec
+
+    codec = AudioCodec.from_space(space)
+    return codec.to_ids(codec.encode_file(path))
+
+
+def build_prompt_ids(space: TokenSpace, text: str = "", image: str | Path | None = None,
+                     audio: str | Path | None = None, target: str = "text") -> list[int]:
+    """Prompt IDs: `[condition block] <|gen_X|> <|X_start|> [text]` (see `uti.sequence`).
+
+    With an image/audio condition the target must be text and `text` primes the answer; with a text-only
+    prompt and target image/audio, `text` is the condition block.
+    """
+    from uti.sequence import build_prompt
+    from uti.text import TextCodec
+
+    if target not in TARGETS:
+        raise UTIError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
+    if target not in space.modalities:
+        raise UTIError(f"token space {space.name!r} has no {target} section (it has {', '.join(space.modalities)})")
+    if image is not None and audio is not None:
+        raise UTIError("give at most one of --image and --audio")
+    text_ids = TextCodec.from_space(space).encode(text) if text else []
+    if image is not None or audio is not None:
+        if target != "text":
+            raise UTIError(f"an image/audio condition generates text; got target {target!r}")
+        cond = _encode_image(space, image) if image is not None else _encode_audio(space, audio)
+        return build_prompt(space, "i2t" if image is not None else "a2t", cond) + text_ids
+    if target == "text":
+        return build_prompt(space, "text") + text_ids
+    if not text_ids:
+        raise UTIError(f"target {target} needs a text prompt (--prompt)")
+    return build_prompt(space, "t2i" if target == "image" else "t2a", text_ids)
+
+
+def text_vocab_size(space: TokenSpace) -> int | None:
+    """The tokenizer's size (IDs above it in the text range have no token), or None without a tokenizer."""
+    from uti.text import TextCodec
+
+    try:
+        return TextCodec.from_space(space).codebook_size
+    except UTIError:
+        return None
+
+
+@torch.no_grad()
+def generate_ids(model: nn.Module, space: TokenSpace, prompt: Sequence[int], max_new_tokens: int = 64,
+                 target: str = "text", do_sample: bool = True, temperature: float = 1.0, top_k: int | None = None,
+                 seed: int = 0) -> list[int]:
+    """New IDs after `prompt`, every one legal under the space's grammar; stops at the target's end marker."""
+    from transformers import LogitsProcessorList
+
+    torch.manual_seed(seed)
+    ids = torch.tensor([list(prompt)], dtype=torch.long)
+    eos = [space.special_id(_END[target])]
+    base_eos = model.generation_config.eos_token_id
+    if target == "text" and base_eos is not None:
+        eos += [int(e) for e in (base_eos if isinstance(base_eos, list) else [base_eos])]
+    processor = TokenSpaceLogitsProcessor(space, text_vocab_size(space))
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                         do_sample=do_sample, temperature=temperature if do_sample else None,
+                         top_k=top_k if do_sample else None, top_p=None,
+                         logits_processor=LogitsProcessorList([processor]),
+                         eos_token_id=eos, pad_token_id=space.special_id(S.PAD))
+    return out[0, ids.shape[1]:].tolist()
+
+
+def continued_stream(space: TokenSpace, prompt: Sequence[int], new: Sequence[int]) -> list[int]:
+    """`new` with the block opener the prompt ended on (`<|image_start|>`/`<|audio_start|>`), for decoding."""
+    opens = {space.special_id(S.IMAGE_START), space.special_id(S.AUDIO_START)}
+    return ([int(prompt[-1])] if prompt and int(prompt[-1]) in opens else []) + [int(i) for i in new]
+
+
+def split_stream(space: TokenSpace, ids: Sequence[int]) -> list[dict[str, Any]]:
+    """Segments of a stream: runs of text IDs, and image/audio blocks (markers included; `complete` if closed)."""
+    starts = {space.special_id(S.IMAGE_START): "image", space.special_id(S.AUDIO_START): "audio"}
+    ends = {"image": space.special_id(S.IMAGE_END), "audio": space.special_id(S.AUDIO_END)}
+    text = space.ranges["text"]
+    segs: list[dict[str, Any]] = []
+    cur: dict[str, Any] | None = None
+    for i in ids:
+        i = int(i)
+        if cur is not None and cur["modality"] != "text":
+            cur["ids"].append(i)
+            if i == ends[cur["modality"]]:
+                cur["complete"], cur = True, None
+            continue
+        if i in starts:
+            cur = {"modality": starts[i], "ids": [i], "complete": False}
+            segs.append(cur)
+        elif i in text:
+            if cur is None:
+                cur = {"modality": "text", "ids": [], "complete": True}
+                segs.append(cur)
+            cur["ids"].append(i)
+        else:
+            cur = None  # other specials separate text runs
+    return segs
+
+
+def decode_stream(space: TokenSpace, ids: Sequence[int], out_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Decode each segment with the space's codecs; a codec that is not available is reported, not fatal."""
+    results = []
+    for k, seg in enumerate(split_stream(space, ids)):
+        res = {"modality": seg["modality"], "num_ids": len(seg["ids"]), "complete": seg["complete"]}
+        try:
+            res.update(_decode_segment(space, seg, k, out_dir))
+        except UTIError as err:
+            res["decode_error"] = str(err)
+        results.append(res)
+    return results
+
+
+def _decode_segment(space: TokenSpace, seg: dict, k: int, out_dir: str | Path | None) -> dict[str, Any]:
+    if seg["modality"] == "text":
+        from uti.text import TextCodec
+
+        return {"text": TextCodec.from_space(space).decode(seg["ids"])}
+    if not seg["complete"]:
+        return {"decode_error": "block was cut off by --max-new-tokens"}
+    if seg["modality"] == "image":
+        from uti.image.codec import decode_codes, from_ids
+        from uti.image.layout import Layout
+        from uti.image.vq import Codebook
+
+        enc = from_ids(seg["ids"], space)
+        space.require_assets("codebook")
+        sec = space.abi["image"]
+        dec = decode_codes(enc.codes, Codebook.load(space.asset("codebook")), Layout.from_abi(sec["layout"]),
+                           int(sec["grid"][0]))
+        return {"views": int(enc.codes.shape[0]), "features_shape": list(dec["features"].shape)}
+    from uti.audio.codec import AudioCodec
+
+    codec = AudioCodec.from_space(space)
+    enc = codec.from_ids(seg["ids"])
+    res: dict[str, Any] = {"frames": int(enc.codes.shape[1])}
+    if out_dir is not None:
+        path = Path(out_dir) / f"audio_{k}.wav"
+        res["samples"] = codec.decode_to_file(enc, path)
+        res["path"] = str(path)
+    return res

@@ -1,0 +1,25 @@
+"""Audio tokens: EnCodec residual-VQ codes as level-ordered IDs of the token space (see `codec.py`)."""
+
+from .codec import AudioCodec, AudioConfig, audio_abi_section
+from .encodec import (
+    TINY_BANDWIDTH,
+    TINY_ENCODEC_CONFIG,
+    load_encodec,
+    make_tiny_encodec,
+)
+from .serialize import ORDERS, codes_to_ids, delay, ids_to_codes, undelay
+
+__all__ = [
+    "ORDERS",
+    "TINY_BANDWIDTH",
+    "TINY_ENCODEC_CONFIG",
+    "AudioCodec",
+    "AudioConfig",
+    "audio_abi_section",
+    "codes_to_ids",
+    "delay",
+    "ids_to_codes",
+    "load_encodec",
+    "make_tiny_encodec",
+    "undelay",
+]

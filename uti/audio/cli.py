@@ -1,0 +1,94 @@
+"""The audio parts of the `uti` CLI: `uti audio convert-encodec` and the audio branch of encode/decode.
+
+Kept here so `uti/cli.py` only dispatches; each function is a thin layer over `AudioCodec`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..cli_base import emit_json
+from ..codec import Encoded
+from ..errors import InputError
+
+__all__ = ["AUDIO_SUFFIXES", "audio", "audio_encoder", "decode_audio_doc", "encode_audio_doc", "is_audio_path"]
+
+#: File suffixes `uti encode` treats as audio (anything libsndfile reads; unreadable files fail cleanly).
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+
+
+def is_audio_path(path: Path) -> bool:
+    return path.suffix.lower() in AUDIO_SUFFIXES
+
+
+def audio_encoder(space) -> Callable[[str], tuple[list[int], dict[str, Any]]]:
+    """`encode_one(path) -> (global IDs, meta)` for `uti.batch.run_batch`; the codec is loaded once."""
+    from .codec import AudioCodec
+
+    codec = AudioCodec.from_space(space)
+
+    def encode_one(path: str) -> tuple[list[int], dict[str, Any]]:
+        enc = codec.encode_file(path)
+        return codec.to_ids(enc), enc.meta
+
+    return encode_one
+
+
+def encode_audio_doc(space, path: Path) -> dict:
+    """The `uti encode FILE --json` document of one audio file."""
+    ids, meta = audio_encoder(space)(str(path))
+    return {"token_space": {"name": space.name, "hash": space.hash}, "modality": "audio", "ids": ids,
+            "meta": {**meta, "source": Path(path).name}}
+
+
+def decode_audio_doc(space, doc: dict, out: str | None) -> dict:
+    """Decode an audio document to the waveform file `out` (atomic write, chunk by chunk)."""
+    from .codec import AudioCodec
+
+    if not out:
+        raise InputError("decoding audio needs --out FILE (.wav, .flac or .ogg)")
+    codec = AudioCodec.from_space(space)
+    meta = doc.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise InputError("the document's meta must be a JSON object")
+    enc: Encoded = codec.from_ids(_as_ints(doc["ids"]), {k: meta[k] for k in ("num_samples",) if k in meta})
+    n = codec.decode_to_file(enc, out)
+    return {"modality": "audio", "out": str(out), "sample_rate": codec.sample_rate, "num_samples": n,
+            "seconds": round(n / codec.sample_rate, 3), "frames": int(enc.codes.shape[1])}
+
+
+def _as_ints(ids: Sequence[Any]) -> list[int]:
+    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise InputError("the document's ids must be a list of integers")
+    return ids
+
+
+@click.group()
+def audio() -> None:
+    """Audio codec tools (EnCodec)."""
+
+
+@audio.command("convert-encodec")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="New HF-format folder to write.")
+@click.option("--preset", default="encodec_24khz", show_default=True,
+              type=click.Choice(["encodec_24khz", "encodec_48khz"]), help="Architecture of the checkpoint.")
+@click.option("--config", "config_path", type=click.Path(exists=True),
+              help="An HF EnCodec config.json (or its folder) for other architectures; overrides --preset.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON result.")
+def convert_encodec(checkpoint: str, out: str, preset: str, config_path: str | None, as_json: bool) -> None:
+    """Convert an original EnCodec CHECKPOINT.th (facebookresearch/encodec) to an HF-format folder that
+    transformers' EncodecModel and `uti` load. Read with torch.load(weights_only=True): no pickle code runs."""
+    from ..hashing import hash_safetensors
+    from .convert import convert_encodec_checkpoint
+
+    folder = convert_encodec_checkpoint(checkpoint, out, preset=preset, config_path=config_path)
+    result = {"out": str(folder), "weights_hash": hash_safetensors(folder)}
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(f"wrote {folder}  weights_hash {result['weights_hash']}")

@@ -1,0 +1,251 @@
+"""`AudioCodec`: waveform or audio file <-> EnCodec RVQ codes [K, T] <-> global IDs of a token space.
+
+Codes are produced by transformers' own `EncodecModel.encode` / `decode` (bandwidth always passed), so
+they are exactly the reference codes. Long inputs are cut into chunks of `chunk_frames` frames
+(`chunk_frames * hop_length` samples, 30 s by default) that are encoded independently: the 24 kHz EnCodec
+runs causal convolutions and an LSTM over the whole input (it has no chunking of its own), so memory
+grows with the input and an hour would need tens of GB. Inputs up to one chunk give exactly the one-pass
+codes; longer inputs give, chunk for chunk, exactly the one-pass codes of each chunk (tested), and
+frames near a chunk boundary differ from a hypothetical one-pass run over the whole file. Because the
+chunk size changes codes, `chunk_frames` is part of the ABI. Chunks are whole frames, so the frame count
+is always ceil(samples / hop_length). Decoding mirrors this, chunk by chunk, and trims to the recorded
+sample count.
+
+ABI section (`abi["audio"]`): codec, model, weights_hash (`hash_safetensors` of the weights),
+config_hash, sample_rate, frame_rate, hop_length, bandwidth, num_codebooks, codebook_size, order
+("frame_major" | "delay"), channels ("mono_mean" | "stereo", see `uti.audio.io`), chunk_frames.
+Audio IDs are wrapped as `<|audio_start|> ... <|audio_end|>`; the delay order fills gaps with `<|pad|>`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import specials as S
+from ..codec import Encoded
+from ..config import from_dict
+from ..errors import (
+    ConfigError,
+    HashMismatchError,
+    InputError,
+    MissingAssetError,
+    SpaceError,
+    TokenRangeError,
+)
+from ..hashing import hash_json, hash_safetensors
+from ..space import identity_diff
+from .encodec import (
+    check_supported,
+    config_identity,
+    encodec_weights_dir,
+    levels_for_bandwidth,
+    load_encodec,
+)
+from .io import AudioWriter, channel_policy, mix_channels, read_blocks, rechunk
+from .serialize import ORDERS, codes_to_ids, ids_to_codes
+
+__all__ = ["AudioCodec", "AudioConfig", "audio_abi_section"]
+
+_SECTION_KEYS = ("codec", "model", "weights_hash", "config_hash", "sample_rate", "frame_rate", "hop_length",
+                 "bandwidth", "num_codebooks", "codebook_size", "order", "channels", "chunk_frames")
+
+
+@dataclass
+class AudioConfig:
+    """The `audio` section of a space config. `name` defaults to the codec asset's folder name or hub id."""
+
+    codec: str = "encodec"
+    name: str | None = None
+    bandwidth: float = 6.0
+    order: str = "frame_major"
+    chunk_frames: int = 2250  # 30 s at 75 Hz
+
+    def __post_init__(self) -> None:
+        if self.codec != "encodec":
+            raise ConfigError(f"audio.codec {self.codec!r} is not supported; valid: encodec")
+        if self.order not in ORDERS:
+            raise ConfigError(f"audio.order {self.order!r} is not valid; expected one of {', '.join(ORDERS)}")
+        if self.chunk_frames <= 0:
+            raise ConfigError(f"audio.chunk_frames must be positive, got {self.chunk_frames}")
+
+
+class AudioCodec:
+    """EnCodec as a `uti.codec.Codec` (modality "audio"); `space` (optional) adds global-ID methods."""
+
+    modality = "audio"
+
+    def __init__(self, model, config: AudioConfig, name: str, weights_hash: str, space=None) -> None:
+        check_supported(model, name)
+        self.model, self.config, self.name, self.weights_hash, self.space = model, config, name, weights_hash, space
+        mc = model.config
+        self.sample_rate: int = int(mc.sampling_rate)
+        self.hop_length: int = int(mc.hop_length)
+        self.frame_rate: int = int(mc.frame_rate)
+        self.codebook_size: int = int(mc.codebook_size)
+        self.channels: int = int(mc.audio_channels)
+        self.channel_policy: str = channel_policy(self.channels)
+        self.num_codebooks: int = levels_for_bandwidth(mc, config.bandwidth)
+        self.chunk_samples: int = config.chunk_frames * self.hop_length
+
+    # construction ---------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, config: AudioConfig | None = None,
+                        name: str | None = None) -> AudioCodec:
+        """Load an HF-format EnCodec (hub id or local folder) and pin its weights by content hash."""
+        config = config or AudioConfig()
+        model = load_encodec(name_or_path)
+        weights_hash = hash_safetensors(encodec_weights_dir(name_or_path))
+        return cls(model, config, config.name or name or _default_name(name_or_path), weights_hash)
+
+    @classmethod
+    def from_space(cls, space) -> AudioCodec:
+        """The codec a token space names (asset "audio_codec"), checked against its ABI section."""
+        section = space.abi.get("audio")
+        if section is None:
+            raise MissingAssetError(f"space {space.name!r} has no audio section")
+        lacking = [k for k in _SECTION_KEYS if k not in section]
+        if lacking:
+            raise SpaceError(f"space {space.name!r} ({space.path}): abi.audio lacks {', '.join(lacking)}; "
+                             "rebuild it with `uti space build`")
+        space.require_assets("audio_codec")
+        ref = space.asset("audio_codec")
+        config = AudioConfig(codec=section["codec"], name=section["model"], bandwidth=section["bandwidth"],
+                             order=section["order"], chunk_frames=section["chunk_frames"])
+        codec = cls.from_pretrained(ref, config)
+        codec.space = space
+        diff = identity_diff(section, codec.abi(), ignore=frozenset({"model"}))
+        if diff:
+            raise HashMismatchError(f"audio codec {ref} does not match space {space.name!r} ({space.path}): "
+                                    f"{'; '.join(diff)}; restore the codec or rebuild the space")
+        return codec
+
+    def abi(self) -> dict[str, Any]:
+        """The audio ABI section: every fact that changes what an audio ID means."""
+        return {"codec": "encodec", "model": self.name, "weights_hash": self.weights_hash,
+                "config_hash": hash_json(config_identity(self.model.config)),
+                "sample_rate": self.sample_rate, "frame_rate": self.frame_rate, "hop_length": self.hop_length,
+                "bandwidth": float(self.config.bandwidth), "num_codebooks": self.num_codebooks,
+                "codebook_size": self.codebook_size, "order": self.config.order,
+                "channels": self.channel_policy, "chunk_frames": self.config.chunk_frames}
+
+    # codes ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_chunk(self, wav: torch.Tensor) -> torch.Tensor:
+        """One chunk [channels, n] at the codec rate -> codes [K, ceil(n / hop)] (transformers' encode)."""
+        out = self.model.encode(wav[None], bandwidth=float(self.config.bandwidth), return_dict=True)
+        return out.audio_codes[0, 0]  # (chunks=1, batch=1, K, frames) -> [K, frames]
+
+    @torch.no_grad()
+    def decode_chunk(self, codes: torch.Tensor) -> torch.Tensor:
+        """Codes [K, f] -> waveform [channels, f * hop] (transformers' decode)."""
+        return self.model.decode(codes[None, None], [None], return_dict=True).audio_values[0]
+
+    def encode_blocks(self, blocks: Iterable[np.ndarray], where: str = "input") -> Encoded:
+        """Encode blocks [n_i, channels] at the codec rate, chunk by chunk (bounded memory)."""
+        parts, samples = [], 0
+        for chunk in rechunk(blocks, self.chunk_samples):  # [n, C]
+            samples += len(chunk)
+            parts.append(self.encode_chunk(torch.from_numpy(np.ascontiguousarray(chunk.T))))
+        if not samples:
+            raise InputError(f"{where}: no audio samples to encode")
+        codes = torch.cat(parts, dim=1)  # [K, T]
+        return Encoded(codes, {"sample_rate": self.sample_rate, "num_samples": samples, "channels": self.channels,
+                               "frames": int(codes.shape[1])})
+
+    def encode(self, x: Any) -> Encoded:
+        """Encode an audio file path, or a waveform [channels, n] / [n] at the codec's sample rate."""
+        if isinstance(x, (str, Path)):
+            return self.encode_file(x)
+        wav = torch.as_tensor(np.asarray(x, dtype=np.float32))
+        wav = wav[None] if wav.ndim == 1 else wav
+        if wav.ndim != 2 or wav.shape[0] > 64:
+            raise InputError(f"waveform must be [channels, samples] or [samples], got shape {tuple(wav.shape)}")
+        if not torch.isfinite(wav).all():
+            raise InputError("waveform has NaN or infinite samples")
+        block = mix_channels(wav.t().numpy(), self.channel_policy)  # [n, C]
+        return self.encode_blocks([block])
+
+    def encode_file(self, path: str | Path) -> Encoded:
+        """Read, mix, resample and encode a file in bounded memory."""
+        return self.encode_blocks(read_blocks(path, self.sample_rate, self.channel_policy), str(path))
+
+    def iter_decode(self, encoded: Encoded) -> Iterator[torch.Tensor]:
+        """Waveform chunks [channels, n] of `encoded`, trimmed to meta["num_samples"] when known."""
+        codes = encoded.codes
+        if codes.ndim != 2 or codes.shape[0] != self.num_codebooks:
+            raise TokenRangeError(f"audio codes must be [{self.num_codebooks}, frames], got {tuple(codes.shape)}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
+            raise TokenRangeError(f"audio codes must lie in [0, {self.codebook_size})")
+        frames = codes.shape[1]
+        left = int(encoded.meta.get("num_samples", frames * self.hop_length))
+        if not 0 <= left <= frames * self.hop_length:
+            raise InputError(f"meta num_samples {left} does not fit {frames} frames of {self.hop_length} samples")
+        for start in range(0, frames, self.config.chunk_frames):
+            wav = self.decode_chunk(codes[:, start:start + self.config.chunk_frames].long())
+            wav, left = wav[:, :left], left - min(left, wav.shape[1])
+            yield wav
+
+    def decode(self, encoded: Encoded) -> torch.Tensor:
+        """Codes -> waveform [channels, samples] at `sample_rate`."""
+        return torch.cat(list(self.iter_decode(encoded)), dim=1)
+
+    def decode_to_file(self, encoded: Encoded, path: str | Path) -> int:
+        """Decode straight into an audio file (atomic write, bounded memory); returns the sample count."""
+        n = 0
+        with AudioWriter(path, self.sample_rate, self.channels) as writer:
+            for wav in self.iter_decode(encoded):
+                writer.write(wav.numpy())
+                n += wav.shape[1]
+        return n
+
+    # global IDs -------------------------------------------------------------------------------------
+    def _space(self):
+        if self.space is None:
+            raise MissingAssetError("this AudioCodec has no token space; build it with AudioCodec.from_space")
+        return self.space
+
+    def _starts(self) -> list[int]:
+        ranges = self._space().audio_ranges
+        if len(ranges) != self.num_codebooks or any(len(r) != self.codebook_size for r in ranges):
+            raise TokenRangeError(f"space {self._space().name!r} has {len(ranges)} audio ranges; the codec needs "
+                                  f"{self.num_codebooks} of {self.codebook_size}")
+        return [r.start for r in ranges]
+
+    def to_ids(self, encoded: Encoded) -> list[int]:
+        """Codes -> `<|audio_start|> ... <|audio_end|>` global IDs in the ABI's order."""
+        sp = self._space()
+        body = codes_to_ids(encoded.codes, self._starts(), self.codebook_size, self.config.order,
+                            sp.special_id(S.PAD))
+        return [sp.special_id(S.AUDIO_START), *body.tolist(), sp.special_id(S.AUDIO_END)]
+
+    def from_ids(self, ids: Sequence[int], meta: dict | None = None) -> Encoded:
+        """Global IDs (wrapped in audio start/end markers or bare) -> Encoded codes [K, T]."""
+        sp = self._space()
+        ids = [int(i) for i in ids]
+        start, end = sp.special_id(S.AUDIO_START), sp.special_id(S.AUDIO_END)
+        if ids[:1] == [start]:
+            if ids[-1:] != [end] or len(ids) < 2:
+                raise TokenRangeError("audio stream starts with <|audio_start|> but does not end with <|audio_end|>")
+            ids = ids[1:-1]
+        codes = ids_to_codes(ids, self._starts(), self.codebook_size, self.config.order, sp.special_id(S.PAD))
+        meta = dict(meta or {})
+        meta.setdefault("frames", int(codes.shape[1]))
+        return Encoded(codes, meta)
+
+
+def _default_name(ref: str | Path) -> str:
+    return Path(ref).name if isinstance(ref, Path) or Path(ref).exists() else str(ref)
+
+
+def audio_abi_section(section_cfg: dict, assets: dict[str, Path | str]) -> dict:
+    """The `abi["audio"]` section for a space config (used by `uti space build`); loads the codec asset."""
+    config = from_dict(AudioConfig, section_cfg, where="audio")
+    if "audio_codec" not in assets:
+        raise ConfigError("an audio section needs assets.audio_codec (an EnCodec folder or hub id)")
+    return AudioCodec.from_pretrained(assets["audio_codec"], config).abi()

@@ -1,0 +1,150 @@
+"""EnCodec through transformers' `EncodecModel`: loading, bandwidth -> levels, and the tiny model.
+
+Why not the PyPI `encodec` package: it imports torchaudio at import time, and no CPU torchaudio build
+exists for the torch this toolkit pins; its released code is also licensed CC-BY-NC, which an
+Apache/MIT toolkit cannot depend on. transformers' port gives the same codes and loads any HF-format
+EnCodec by hub id or local folder; original `.th` checkpoints are converted with
+`uti audio convert-encodec` (see `uti.audio.convert`).
+
+The bandwidth is always passed explicitly: `EncodecModel.encode` silently falls back to the smallest
+bandwidth when given none, which would change the number of codebook levels behind the user's back.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, MissingAssetError
+
+__all__ = [
+    "TINY_BANDWIDTH",
+    "TINY_ENCODEC_CONFIG",
+    "check_supported",
+    "config_identity",
+    "encodec_weights_dir",
+    "levels_for_bandwidth",
+    "load_encodec",
+    "make_tiny_encodec",
+]
+
+#: A tiny EnCodec: same 24 kHz / hop 320 / 75 Hz framing as facebook/encodec_24khz, narrow channels,
+#: 256-entry codebooks; 2.4 kbps = 4 levels x 8 bits x 75 Hz.
+TINY_ENCODEC_CONFIG: dict = {
+    "sampling_rate": 24_000, "audio_channels": 1, "num_filters": 4, "hidden_size": 16, "num_lstm_layers": 1,
+    "upsampling_ratios": [8, 5, 4, 2], "codebook_size": 256, "target_bandwidths": [1.2, 2.4],
+}
+TINY_BANDWIDTH = 2.4
+
+
+def _quiet_transformers() -> None:
+    """No "Loading weights" bar on every load (it would interleave with `uti encode --json` output)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def load_encodec(name_or_path: str | Path):
+    """An `EncodecModel` in eval mode (float32, CPU) from a hub id or a local HF-format folder."""
+    from transformers import EncodecModel
+
+    _quiet_transformers()
+    local = Path(name_or_path)
+    if isinstance(name_or_path, Path) and not local.exists():
+        raise MissingAssetError(f"EnCodec folder {local} does not exist")
+    try:
+        model = EncodecModel.from_pretrained(str(name_or_path))
+    except (OSError, ValueError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise MissingAssetError(f"cannot load EnCodec {name_or_path!r}: {first}; give a local HF-format folder "
+                                "(see `uti audio convert-encodec`) or download the model first") from None
+    if model.config.model_type != "encodec":
+        raise ConfigError(f"{name_or_path} is a {model.config.model_type!r} model, not EnCodec")
+    return model.eval()
+
+
+def encodec_weights_dir(name_or_path: str | Path) -> Path:
+    """The local folder holding the model's safetensors (a hub id is looked up in the local HF cache)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(name_or_path), local_files_only=True, allow_patterns=["*.safetensors",
+                                                                                              "*.json"]))
+    except Exception as err:  # noqa: BLE001 - not in the cache on this (offline) machine
+        raise MissingAssetError(f"EnCodec {name_or_path!r} is neither a local folder nor in the HF cache ({err})") from None
+
+
+def levels_for_bandwidth(config, bandwidth: float) -> int:
+    """Number of RVQ levels EnCodec uses at `bandwidth` kbps (must be one of config.target_bandwidths)."""
+    allowed = [float(b) for b in config.target_bandwidths]
+    if float(bandwidth) not in allowed:
+        raise ConfigError(f"bandwidth {bandwidth} kbps is not offered by this EnCodec; choose one of {allowed}")
+    bits_per_level = math.log2(config.codebook_size) * config.frame_rate
+    return int(max(1, math.floor(bandwidth * 1000 / bits_per_level)))
+
+
+@torch.no_grad()
+def _fit_codebooks(model, seed: int) -> None:
+    """Give each RVQ level a codebook drawn from the encoder's own (residual) embeddings of synthetic sound.
+
+    transformers initialises codebooks to zeros (every frame would map to code 0); sampling entries from
+    real residuals makes codes vary with the input, so the tiny model exercises the whole pipeline.
+    """
+    rng = np.random.default_rng(seed)
+    sr = model.config.sampling_rate
+    t = np.arange(sr * 4) / sr  # 300 frames at 75 Hz: enough distinct entries for 256-code books
+    tones = sum(np.sin(2 * np.pi * f * t * (1 + 0.3 * t / 4)) for f in rng.uniform(80, 4000, size=6))
+    wav = 0.1 * tones + 0.05 * rng.standard_normal(t.shape)
+    emb = model.encoder(torch.from_numpy(wav.astype(np.float32))[None, None])  # [1, D, frames]
+    residual = emb[0].t()  # [frames, D]
+    for layer in model.quantizer.layers:
+        book = layer.codebook
+        pick = torch.from_numpy(rng.choice(residual.shape[0], size=book.codebook_size, replace=False))
+        book.embed.copy_(residual[pick])
+        book.embed_avg.copy_(residual[pick])
+        book.cluster_size.fill_(1.0)
+        residual = residual - book.decode(book.encode(residual[None]))[0]
+
+
+def make_tiny_encodec(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a tiny EnCodec-architecture model (config.json + model.safetensors) to `out_dir`; same seed,
+    same bytes-for-weights (its `hash_safetensors` is reproducible). Returns `out_dir`."""
+    from transformers import EncodecConfig, EncodecModel
+
+    _quiet_transformers()
+    torch.manual_seed(seed)
+    model = EncodecModel(EncodecConfig(**TINY_ENCODEC_CONFIG)).eval()
+    _fit_codebooks(model, seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out_dir))
+    return out_dir
+
+
+def check_supported(model, where: str) -> None:
+    """Refuse EnCodec variants whose codes alone cannot rebuild the waveform."""
+    cfg = model.config
+    if cfg.normalize or cfg.chunk_length_s is not None:
+        raise ConfigError(f"{where}: EnCodec models with normalize=True or chunk_length_s (e.g. the 48 kHz model) "
+                         "need per-chunk scales that token IDs do not carry; use a 24 kHz-style model")
+
+
+_ARCH_KEYS = ("target_bandwidths", "sampling_rate", "audio_channels", "normalize", "chunk_length_s", "overlap",
+              "hidden_size", "num_filters", "num_residual_layers", "upsampling_ratios", "norm_type", "kernel_size",
+              "last_kernel_size", "residual_kernel_size", "dilation_growth_rate", "use_causal_conv", "pad_mode",
+              "compress", "num_lstm_layers", "trim_right_ratio", "codebook_size", "codebook_dim", "use_conv_shortcut")
+
+
+def config_identity(config) -> dict:
+    """The config fields that change what the model computes (no versions, paths or dtypes)."""
+    out = {}
+    for key in _ARCH_KEYS:
+        value = getattr(config, key)
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out

@@ -1,0 +1,260 @@
+"""The image codec: image -> E2P views -> SigLIP patch features -> codebook codes, and back to features.
+
+Encode: a 2:1 image is a panorama and becomes `layout.num_views` views (global view first, then tiles);
+any other image is one plain view. Every view gives P = g x g patch codes (g = image_size / patch_size).
+
+ID stream (`to_ids`), strictly parsed back by `from_ids`::
+
+    <|image_start|> <|view_global|> c_0 .. c_{P-1} <|view_0|> c .. <|view_{n-1}|> c .. <|image_end|>
+
+A plain image is ``<|image_start|> <|view_global|> P codes <|image_end|>`` (``<|view_0|>`` when the
+layout has no global view). Codes are mapped to global
+IDs with ``space.ranges["image"]``.
+
+Decode gives the codebook vectors of every patch (V, P, D) and the view geometry: per view kind, yaw,
+pitch and fov (degrees), and per-patch longitude/latitude (V, g, g) for panoramas.
+
+The image ABI section (`image_abi_section`) pins everything that changes what a code means: layout,
+E2P antialiasing, tower identity (incl. weights hash), feature layer, image and patch size, and the
+codebook (hash, size, dim, metric).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import specials as S
+from ..codec import Encoded
+from ..config import from_dict
+from ..space import identity_diff
+from ..errors import (
+    ConfigError,
+    HashMismatchError,
+    InputError,
+    MissingAssetError,
+    SpaceError,
+    TokenRangeError,
+)
+from .e2p import is_panorama, render_plain, render_views, view_geometry
+from .layout import Layout
+from .load import load_image
+from .vision import VisionTower
+from .vq import Codebook
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageCodec", "ImageConfig", "decode_codes", "from_ids", "image_abi_section", "to_ids"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
+
+
+@dataclass
+class ImageConfig:
+    """The `image:` section of a space config: the E2P layout, its antialiasing and the tower's feature layer."""
+
+    layout: dict[str, Any] = field(default_factory=dict)  # Layout fields (fov, overlap, pitches, tile_size, ...)
+    antialias: int = 1
+    feature_layer: int = -1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.antialias, int) or not 1 <= self.antialias <= 8:
+            raise ConfigError(f"image.antialias must be an integer in [1, 8], got {self.antialias!r}")
+
+
+def image_abi_section(section_cfg: dict[str, Any], assets: dict[str, Path | str]) -> dict[str, Any]:
+    """The space's `abi["image"]`, built from an `ImageConfig` dict and the (resolved) assets.
+
+    Loads the tower and the codebook to pin their content hashes; missing assets raise MissingAssetError.
+    """
+    cfg = from_dict(ImageConfig, section_cfg, where="image")
+    layout = Layout(**cfg.layout) if cfg.layout else Layout()
+    missing = [k for k in ("vision_tower", "codebook") if k not in assets]
+    if missing:
+        raise MissingAssetError(f"an image section needs asset(s) {', '.join(missing)}; add them under `assets`")
+    if not Path(assets["codebook"]).is_file():
+        raise MissingAssetError(f"codebook {assets['codebook']} not found; fit one with `uti codebook fit`")
+    tower = VisionTower.from_pretrained(assets["vision_tower"], feature_layer=cfg.feature_layer)
+    return _section(layout, cfg.antialias, tower, Codebook.load(assets["codebook"]))
+
+
+def _section(layout: Layout, antialias: int, tower: VisionTower, codebook: Codebook) -> dict[str, Any]:
+    if codebook.dim != tower.hidden_size:
+        raise ConfigError(f"codebook dim {codebook.dim} != tower hidden size {tower.hidden_size}; re-fit the codebook")
+    tower_abi = tower.abi()
+    return {
+        "layout": layout.abi(),
+        "antialias": antialias,
+        "tower": tower_abi,
+        "feature_layer": tower.feature_layer,
+        "image_size": tower.image_size,
+        "patch_size": tower.patch_size,
+        "grid": [tower.grid, tower.grid],
+        "tokens_per_view": tower.num_patches,
+        "codebook": codebook.abi(),
+        "codebook_size": codebook.size,
+    }
+
+
+class ImageCodec:
+    """Images <-> local codes (V, P) through E2P views, a vision tower and a codebook (see module doc)."""
+
+    modality = "image"
+    num_codebooks = 1
+
+    def __init__(self, tower: VisionTower, codebook: Codebook, layout: Layout, antialias: int = 1) -> None:
+        self.tower, self.layout, self.antialias = tower, layout, antialias
+        self.codebook = codebook.to(tower.device)
+        self._abi = _section(layout, antialias, tower, codebook)
+
+    @classmethod
+    def from_space(cls, space: Any, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                   batch_size: int = 16) -> ImageCodec:
+        """The codec of `space`; its assets must match the hashes and identity pinned in `space.abi["image"]`."""
+        if "image" not in space.abi:
+            raise ConfigError(f"token space {space.name!r} has no image section; use a space with an image codec")
+        want = space.abi["image"]
+        missing = [k for k in ("layout", "antialias", "feature_layer", "tower", "codebook") if k not in want]
+        if missing:
+            raise SpaceError(f"image section of space {space.name!r} lacks {', '.join(missing)}; rebuild the space")
+        space.require_assets("vision_tower", "codebook")
+        tower = VisionTower.from_pretrained(space.asset("vision_tower"), feature_layer=want["feature_layer"],
+                                            dtype=dtype, device=device, batch_size=batch_size)
+        codec = cls(tower, Codebook.load(space.asset("codebook")), Layout.from_abi(want["layout"]), want["antialias"])
+        _check_same(want, codec.abi(), space)
+        return codec
+
+    @property
+    def codebook_size(self) -> int:
+        return self.codebook.size
+
+    @property
+    def tokens_per_view(self) -> int:
+        return self.tower.num_patches
+
+    def abi(self) -> dict[str, Any]:
+        return dict(self._abi)
+
+    # --- encode: the three stages are public so benchmarks can time them separately ----------------------
+
+    def render(self, img: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """(H, W, 3) uint8 -> views (V, S, S, 3) uint8 and their metadata."""
+        h, w = img.shape[:2]
+        if min(h, w) < self.tower.patch_size:
+            raise InputError(f"image is {w}x{h}, smaller than one {self.tower.patch_size}-pixel patch; use a larger image")
+        if is_panorama(h, w):
+            views = render_views(img, self.layout, antialias=self.antialias)
+            geo = [{"kind": v.kind, "index": v.index, "yaw": v.yaw, "pitch": v.pitch, "fov": v.fov}
+                   for v in self.layout.views()]
+            kind = "panorama"
+        else:
+            views = render_plain(img, self.layout.tile_size)[None]
+            geo, kind = [{"kind": "plain", "index": 0, "yaw": None, "pitch": None, "fov": None}], "plain"
+        meta = {"kind": kind, "input_size": [int(h), int(w)], "layout": self.layout.abi(), "views": geo,
+                "grid": [self.tower.grid, self.tower.grid]}
+        return views, meta
+
+    def quantize(self, feats: torch.Tensor) -> torch.Tensor:
+        """Features (V, P, D) -> codes (V, P) long, on the CPU."""
+        return self.codebook.quantize(feats).cpu()
+
+    def encode(self, x: np.ndarray | str | Path) -> Encoded:
+        """An image (file path or (H, W, 3) uint8 RGB array) -> Encoded(codes (V, P), meta)."""
+        img = load_image(x) if isinstance(x, (str, Path)) else _check_array(x)
+        views, meta = self.render(img)
+        return Encoded(self.quantize(self.tower.encode(views)), meta)
+
+    def decode(self, encoded: Encoded) -> dict[str, Any]:
+        """Codes (V, P) -> codebook features and geometry; see `decode_codes`."""
+        return decode_codes(encoded.codes, self.codebook, self.layout, self.tower.grid)
+
+
+def decode_codes(codes: Any, codebook: Codebook, layout: Layout, grid: int) -> dict[str, Any]:
+    """Codes (V, P) -> {"features": (V, P, D) float32, "kind", "views": [...], "grid": [g, g], "lon"/"lat"}.
+
+    Needs no vision tower. lon/lat are (V, g, g) degrees of the patch centres, given for panoramas only
+    (a plain view has no sphere geometry).
+    """
+    codes = torch.as_tensor(codes)
+    if codes.ndim != 2 or codes.shape[1] != grid * grid:
+        raise TokenRangeError(f"image codes must be (views, {grid * grid}), got {tuple(codes.shape)}")
+    out: dict[str, Any] = {"features": codebook.lookup(codes).cpu(), "grid": [grid, grid]}
+    if codes.shape[0] == layout.num_views:
+        lon, lat = view_geometry(layout, (grid, grid))
+        views = [{"kind": v.kind, "index": v.index, "yaw": v.yaw, "pitch": v.pitch, "fov": v.fov}
+                 for v in layout.views()]
+        out.update(kind="panorama", views=views, lon=torch.from_numpy(lon), lat=torch.from_numpy(lat))
+    elif codes.shape[0] == 1:
+        out.update(kind="plain", views=[{"kind": "plain", "index": 0, "yaw": None, "pitch": None, "fov": None}])
+    else:
+        raise TokenRangeError(f"{codes.shape[0]} views; expected 1 (plain) or {layout.num_views} (panorama)")
+    return out
+
+
+def _check_array(img: Any) -> np.ndarray:
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        desc = f"{img.dtype} {img.shape}" if isinstance(img, np.ndarray) else type(img).__name__
+        raise InputError(f"expected an (H, W, 3) uint8 RGB array or an image path, got {desc}; use uti.image.load_image")
+    return img
+
+
+def _check_same(want: dict[str, Any], have: dict[str, Any], space: Any) -> None:
+    """Refuse assets whose identity differs from what the space pinned (names every differing field).
+
+    The tower's `name` is informational (a hub id and a local copy of it differ only there); its weights
+    hash and shapes are the identity, so the name is not compared. Unpinned (null) fields accept any value.
+    """
+    diff = identity_diff(want, have, ignore=frozenset({"name"}))
+    if diff:
+        raise HashMismatchError(f"image assets do not match space {space.name!r} ({space.path}): {'; '.join(diff)}; "
+                                "restore the assets or rebuild the space")
+
+
+# --- global IDs -----------------------------------------------------------------------------------------
+
+
+def _markers(space: Any, num_views: int, layout: Layout) -> list[int]:
+    """View marker IDs for a stream of `num_views` views (1 = plain image, else the layout's views)."""
+    if num_views == 1 and num_views != layout.num_views:  # plain image: the first view marker of the layout
+        return [space.special_id(S.VIEW_GLOBAL if layout.global_view else "<|view_0|>")]
+    names = ([S.VIEW_GLOBAL] if layout.global_view else []) + [f"<|view_{i}|>" for i in range(layout.num_tiles)]
+    return [space.special_id(n) for n in names]
+
+
+def to_ids(encoded: Encoded, space: Any) -> list[int]:
+    """Encoded image -> global IDs: image start, then per view its marker and P codes, then image end."""
+    codes = torch.as_tensor(encoded.codes)
+    layout = Layout.from_abi(space.abi["image"]["layout"])
+    ids = [space.special_id(S.IMAGE_START)]
+    for marker, row in zip(_markers(space, codes.shape[0], layout), codes.tolist()):
+        ids.append(marker)
+        ids.extend(space.ranges["image"].to_global(row))
+    ids.append(space.special_id(S.IMAGE_END))
+    return ids
+
+
+def from_ids(ids: Any, space: Any) -> Encoded:
+    """Global IDs of one image (as `to_ids` writes them) -> Encoded codes (V, P); any deviation is an error."""
+    ids = [int(i) for i in ids]
+    section = space.abi["image"]
+    layout, p = Layout.from_abi(section["layout"]), int(section["tokens_per_view"])
+    start, end = space.special_id(S.IMAGE_START), space.special_id(S.IMAGE_END)
+    if len(ids) < 2 or ids[0] != start or ids[-1] != end:
+        raise TokenRangeError(f"an image stream must start with {S.IMAGE_START} and end with {S.IMAGE_END}")
+    body = ids[1:-1]
+    if len(body) % (p + 1):
+        raise TokenRangeError(f"image stream has {len(body)} IDs inside its markers; expected views of 1 marker + {p} codes")
+    num_views = len(body) // (p + 1)
+    if num_views not in (1, layout.num_views):
+        raise TokenRangeError(f"image stream has {num_views} views; expected 1 (plain) or {layout.num_views} (panorama)")
+    expected = _markers(space, num_views, layout)
+    rows = []
+    for v in range(num_views):
+        chunk = body[v * (p + 1):(v + 1) * (p + 1)]
+        if chunk[0] != expected[v]:
+            raise TokenRangeError(f"view {v} starts with ID {chunk[0]}; expected view marker ID {expected[v]}")
+        rows.append(space.ranges["image"].to_local(chunk[1:]))
+    codes = torch.tensor(rows, dtype=torch.long)  # (V, P)
+    return Encoded(codes, {"kind": "plain" if num_views == 1 else "panorama", "grid": section["grid"]})

@@ -1,0 +1,107 @@
+"""Fit a codebook for a space's vision tower and layout on a folder of images (`uti codebook fit`).
+
+Images are split by file into a fit set and a held-out set (every image whose sorted index i satisfies
+``i % round(1 / held_out) == 0`` is held out, so the split is deterministic and spread over the folder);
+k-means runs on the patch features of the fit set, and the health report is measured on both sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+from ..hashing import hash_safetensors
+from ..io import atomic_write_json
+from .codec import IMAGE_EXTENSIONS
+from .e2p import is_panorama, render_plain, render_views
+from .layout import Layout
+from .load import load_image
+from .vision import VisionTower
+from .vq import Codebook, fit_codebook, health_report
+
+__all__ = ["FitResult", "fit_codebook_on_images", "image_features", "make_tiny_codebook"]
+
+
+@dataclass
+class FitResult:
+    codebook: Codebook
+    report: dict[str, Any]
+
+
+def image_features(paths: Sequence[str | Path], tower: VisionTower, layout: Layout, antialias: int = 1,
+                   progress: bool = True, per_image: int | None = None, seed: int = 0,
+                   ) -> tuple[torch.Tensor, list[dict[str, str]]]:
+    """Patch features (M, D) of all views of `paths` (panoramas -> layout views, others -> one view).
+
+    per_image: keep at most this many random patches per image (seeded), which bounds memory on large
+    folders. Unreadable images are skipped and returned as failures with their reason.
+    """
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(seed)
+    feats, failed = [], []
+    for path in tqdm(paths, desc="features", unit="img", disable=not progress):
+        try:
+            img = load_image(path)
+        except InputError as err:
+            failed.append({"path": str(path), "reason": str(err)})
+            continue
+        h, w = img.shape[:2]
+        views = render_views(img, layout, antialias=antialias) if is_panorama(h, w) else render_plain(
+            img, layout.tile_size)[None]
+        f = tower.encode(views).reshape(-1, tower.hidden_size).cpu()  # (V * P, D)
+        if per_image is not None and len(f) > per_image:
+            f = f[torch.randperm(len(f), generator=gen)[:per_image]]
+        feats.append(f)
+    return (torch.cat(feats) if feats else torch.zeros(0, tower.hidden_size)), failed
+
+
+def fit_codebook_on_images(
+    images: str | Path, tower: VisionTower, layout: Layout, size: int, out: str | Path, *, antialias: int = 1,
+    held_out: float = 0.25, iters: int = 20, seed: int = 0, metric: str = "euclidean", progress: bool = True,
+    max_vectors: int = 1_000_000,
+) -> FitResult:
+    """Fit, save `out` (codebook.safetensors) and `<out>.report.json`; returns the codebook and report."""
+    paths = sorted(str(p) for p in Path(images).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not paths:
+        raise InputError(f"{images}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
+    if not 0.0 <= held_out < 1.0:
+        raise InputError(f"--held-out must be in [0, 1), got {held_out}")
+    every = round(1 / held_out) if held_out > 0 else 0
+    held = [p for i, p in enumerate(paths) if every and i % every == 0 and len(paths) > 1]
+    fit = [p for p in paths if p not in held]
+    per_image = -(-max_vectors // max(len(fit), 1))  # ceil: about max_vectors fit vectors in total
+    fit_feats, failed = image_features(fit, tower, layout, antialias, progress, per_image, seed)
+    held_feats, failed_held = image_features(held, tower, layout, antialias, progress, per_image, seed + 1)
+    codebook = fit_codebook(fit_feats, size, iters=iters, seed=seed, metric=metric)
+    codebook.save(out)
+    report = {
+        "codebook": Path(out).name, "hash": hash_safetensors(out), "size": size, "dim": codebook.dim, "metric": metric,
+        "iters": iters, "seed": seed, "max_vectors": max_vectors, "tower": tower.abi(), "layout": layout.abi(),
+        "antialias": antialias,
+        "fit_images": len(fit), "held_out_images": len(held), "failed": failed + failed_held,
+        "fit": health_report(codebook, fit_feats),
+        "held_out": health_report(codebook, held_feats) if len(held_feats) else None,
+    }
+    atomic_write_json(Path(str(out) + ".report.json"), report)
+    return FitResult(codebook, report)
+
+
+def make_tiny_codebook(out_dir: str | Path, seed: int = 0, *, tower_dir: str | Path | None = None,
+                       images: str | Path | None = None, size: int = 64, tile_size: int = 64) -> Path:
+    """Fit the tiny space's codebook (`out_dir/codebook.safetensors` + report) on the CC0 test panoramas.
+
+    Uses the tiny tower in `out_dir/vision_tower` (see `make_tiny_vision_tower`) and the default layout at
+    `tile_size`; needs no token space, so the space can be built afterwards from these assets.
+    """
+    out_dir = Path(out_dir)
+    images = images or Path(__file__).resolve().parents[2] / "tests" / "assets" / "panoramas"
+    tower = VisionTower.from_pretrained(tower_dir or out_dir / "vision_tower")
+    out = out_dir / "codebook.safetensors"
+    fit_codebook_on_images(images, tower, Layout(tile_size=tile_size), size, out, seed=seed, progress=False)
+    return out

@@ -1,0 +1,282 @@
+"""SigLIP / SigLIP2 vision towers: uint8 views in, per-patch features out.
+
+Any SigLIP or SigLIP2 checkpoint loads by hub id or local folder through transformers:
+
+* fixed-resolution checkpoints (model_type ``siglip`` / ``siglip_vision_model``, which includes the
+  fixed-resolution SigLIP2 releases such as ``google/siglip2-so400m-patch14-384``) use
+  `SiglipVisionModel` on ``(N, 3, S, S)`` pixels;
+* NaFlex checkpoints (model_type ``siglip2`` / ``siglip2_vision_model``) use `Siglip2VisionModel` on
+  patchified pixels with `spatial_shapes`; a square view becomes a ``g x g`` grid with
+  ``g = isqrt(max_num_patches)``, which is what transformers' Siglip2 image processor picks for a
+  square input.
+
+A full ``SiglipModel``/``Siglip2Model`` checkpoint (text + vision) loads its vision half only.
+
+Feature layer: ``-1`` (the default) is the model's ``last_hidden_state`` (after the post-layernorm),
+the tower's standard output. Any other value ``k`` indexes ``hidden_states`` as transformers returns
+them without that final norm: ``0`` is the patch embeddings, ``k`` the output of layer ``k``, negative
+values count from the end (``-2`` = penultimate layer, as LLaVA-style models use). The layers after
+the feature layer are dropped at load time, so they cost neither time nor memory.
+
+Preprocessing follows the checkpoint's ``preprocessor_config.json`` when present (defaults: rescale
+1/255, mean = std = 0.5): views are resized to the tower's size with bicubic antialiased interpolation in
+torch (a no-op when the layout renders views at the tower's size, which is the recommended setup), then
+rescaled and normalised in float32.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import InputError, MissingAssetError, UTIError
+from ..hashing import hash_safetensors
+
+__all__ = ["VisionTower", "VisionTowerError", "make_tiny_vision_tower"]
+
+_FIXED_TYPES = {"siglip", "siglip_vision_model"}
+_NAFLEX_TYPES = {"siglip2", "siglip2_vision_model"}
+
+
+class VisionTowerError(UTIError, ValueError):
+    """A checkpoint is not a SigLIP/SigLIP2 vision tower, or an option does not fit it."""
+
+
+def _local_dir(name_or_path: str | Path) -> Path:
+    """A local folder holding the checkpoint: the path itself, or the hub snapshot (cached or downloaded)."""
+    path = Path(name_or_path)
+    if path.is_dir():
+        return path
+    if path.exists() or str(name_or_path).startswith((".", "/")):
+        raise MissingAssetError(f"vision tower {name_or_path} is not a checkpoint folder; pass a folder with config.json")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(name_or_path), allow_patterns=["*.json", "*.safetensors"]))
+    except Exception as err:  # noqa: BLE001 - offline, unknown repo, auth: all mean "not available here"
+        raise MissingAssetError(
+            f"vision tower {name_or_path!r} is neither a local folder nor downloadable ({type(err).__name__}); "
+            "pass a local checkpoint folder or a reachable hub id"
+        ) from None
+
+
+def _preprocessor(folder: Path) -> dict[str, Any]:
+    file = folder / "preprocessor_config.json"
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+def _quiet_load(model_cls: Any, folder: Path, dtype: torch.dtype) -> torch.nn.Module:
+    """`from_pretrained` without transformers' per-load progress bars (they would clutter CLI output)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        return model_cls.from_pretrained(folder, dtype=dtype)
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+@dataclass
+class VisionTower:
+    """A loaded SigLIP-family vision tower with its preprocessing and identity.
+
+    Use `VisionTower.from_pretrained`; `encode` maps uint8 views (N, S, S, 3) to features (N, P, D).
+    """
+
+    model: torch.nn.Module
+    name: str
+    weights_hash: str
+    feature_layer: int
+    image_size: int
+    patch_size: int
+    hidden_size: int
+    num_layers: int
+    naflex: bool
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    rescale: float = 1 / 255
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        n = self.num_layers
+        if not (self.feature_layer == -1 or -(n + 1) <= self.feature_layer <= n):
+            raise VisionTowerError(
+                f"feature_layer={self.feature_layer} does not exist in a {n}-layer tower; "
+                f"use -1 (post-layernorm output) or a hidden_states index in [-{n + 1}, {n}]"
+            )
+        if self.batch_size < 1:
+            raise VisionTowerError(f"batch_size must be >= 1, got {self.batch_size}")
+        _keep_up_to(self.model, None if self.feature_layer == -1 else self.feature_layer % (n + 1))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        feature_layer: int = -1,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        batch_size: int = 16,
+    ) -> VisionTower:
+        """Load the vision tower of any SigLIP/SigLIP2 checkpoint (hub id or local folder)."""
+        from transformers import AutoConfig, Siglip2VisionModel, SiglipVisionModel
+
+        folder = _local_dir(name_or_path)
+        is_local = Path(name_or_path).is_dir()
+        if not (folder / "config.json").is_file():
+            raise MissingAssetError(f"vision tower folder {folder} has no config.json; pass a transformers checkpoint")
+        model_type = AutoConfig.from_pretrained(folder).model_type
+        if model_type not in _FIXED_TYPES | _NAFLEX_TYPES:
+            raise VisionTowerError(
+                f"{name_or_path} is a {model_type!r} checkpoint; expected one of "
+                f"{', '.join(sorted(_FIXED_TYPES | _NAFLEX_TYPES))}"
+            )
+        naflex = model_type in _NAFLEX_TYPES
+        model_cls = Siglip2VisionModel if naflex else SiglipVisionModel
+        model = _quiet_load(model_cls, folder, dtype).to(device).eval()
+        cfg, pre = model.config, _preprocessor(folder)
+        patch = int(cfg.patch_size)
+        if naflex:
+            size = patch * math.isqrt(int(pre.get("max_num_patches", cfg.num_patches)))
+        else:
+            size = int(cfg.image_size if isinstance(cfg.image_size, int) else cfg.image_size[0])
+        return cls(
+            model=model,
+            name=folder.name if is_local else str(name_or_path),  # no absolute paths in an ABI
+            weights_hash=hash_safetensors(folder),
+            feature_layer=int(feature_layer),
+            image_size=size,
+            patch_size=patch,
+            hidden_size=int(cfg.hidden_size),
+            num_layers=int(cfg.num_hidden_layers),
+            naflex=naflex,
+            mean=tuple(float(v) for v in pre.get("image_mean", (0.5, 0.5, 0.5))),
+            std=tuple(float(v) for v in pre.get("image_std", (0.5, 0.5, 0.5))),
+            rescale=float(pre.get("rescale_factor", 1 / 255)),
+            batch_size=batch_size,
+        )
+
+    @property
+    def grid(self) -> int:
+        """Patches per side of a view."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        """Patches (features) per view, P."""
+        return self.grid * self.grid
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def abi(self) -> dict[str, Any]:
+        """Identity of the tower: everything that changes what a feature (hence a code) means."""
+        return {
+            "name": self.name,
+            "weights_hash": self.weights_hash,
+            "architecture": "siglip2_naflex" if self.naflex else "siglip",
+            "feature_layer": self.feature_layer,
+            "image_size": self.image_size,
+            "patch_size": self.patch_size,
+            "hidden_size": self.hidden_size,
+            "image_mean": list(self.mean),
+            "image_std": list(self.std),
+        }
+
+    def pixel_values(self, views: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """uint8 views (N, S, S, 3) -> normalised float32 pixels (N, 3, image_size, image_size) on the device."""
+        views = torch.as_tensor(views)
+        if views.dtype != torch.uint8 or views.ndim != 4 or views.shape[-1] != 3:
+            raise InputError(
+                f"views must be uint8 (N, S, S, 3); got {views.dtype!s} {tuple(views.shape)}; "
+                "render them with uti.image.e2p.render_views"
+            )
+        x = views.to(self.device).permute(0, 3, 1, 2).float()  # (N, 3, S, S) in [0, 255]
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size,) * 2, mode="bicubic", antialias=True, align_corners=False)
+            x = x.clamp(0, 255).round()
+        mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
+        return (x * self.rescale - mean) / std
+
+    @torch.inference_mode()
+    def encode(self, views: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """uint8 views (N, S, S, 3) -> float32 features (N, P, D), in chunks of `batch_size` views."""
+        pixels = self.pixel_values(views)  # (N, 3, H, W)
+        out = [self._forward(chunk) for chunk in pixels.split(self.batch_size)]
+        if not out:
+            return torch.empty(0, self.num_patches, self.hidden_size, device=self.device)
+        return torch.cat(out).float()
+
+    def _forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """One chunk (B, 3, H, W) -> (B, P, D) at the configured feature layer."""
+        pixels = pixels.to(self.dtype)
+        if self.naflex:
+            b, p, g = pixels.shape[0], self.patch_size, self.grid
+            # (B, 3, g*p, g*p) -> (B, g*g, p*p*3): row-major patches, channel-last inside a patch
+            patches = pixels.reshape(b, 3, g, p, g, p).permute(0, 2, 4, 3, 5, 1).reshape(b, g * g, p * p * 3)
+            out = self.model(
+                pixel_values=patches,
+                pixel_attention_mask=torch.ones(b, g * g, dtype=torch.long, device=pixels.device),
+                spatial_shapes=torch.tensor([[g, g]] * b, device=pixels.device),
+            )
+        else:
+            out = self.model(pixel_values=pixels)
+        return out.last_hidden_state  # the feature layer (see _keep_up_to)
+
+
+def _keep_up_to(model: torch.nn.Module, layer: int | None) -> None:
+    """Make `last_hidden_state` the wanted features and skip work that cannot change them.
+
+    The pooling head never feeds patch features, so it is switched off. For a feature layer k (not -1)
+    only the first k encoder layers are kept and the post-layernorm is dropped, so `last_hidden_state`
+    equals transformers' `hidden_states[k]` while layers after k are neither run nor kept in memory.
+    """
+    model.use_head = False
+    if layer is not None:
+        model.encoder.layers = model.encoder.layers[:layer]
+        model.post_layernorm = torch.nn.Identity()
+
+
+def make_tiny_vision_tower(out_dir: str | Path, seed: int = 0, image_size: int = 64, patch_size: int = 16) -> Path:
+    """Write a tiny random SigLIP-architecture tower (config, safetensors, preprocessor config) to `out_dir`.
+
+    hidden 64, 2 layers, 4 heads, MLP 128: a few hundred KB, fast on CPU, real transformers architecture.
+    """
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    config = SiglipVisionConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        vision_use_head=False,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SiglipVisionModel(config).eval()
+    out = Path(out_dir)
+    model.save_pretrained(out, safe_serialization=True)
+    try:  # transformers >= 5: the PIL-backed processor (no torchvision needed)
+        from transformers.models.siglip.image_processing_pil_siglip import (
+            SiglipImageProcessorPil as Processor,
+        )
+    except ImportError:  # transformers 4.x
+        from transformers import SiglipImageProcessor as Processor
+    Processor(size={"height": image_size, "width": image_size}).save_pretrained(out)
+    return out

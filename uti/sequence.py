@@ -1,0 +1,228 @@
+"""The one sequence builder: training sequences for tasks text, i2t, a2t, t2i, t2a from global IDs.
+
+Layout (every task, one rule)::
+
+    [condition block] <|gen_X|> <target block>
+
+where a block of modality m is ``<|m_start|> content <|m_end|>`` (text, image, audio) and ``X`` is the
+target modality. Examples::
+
+    text : <|gen_text|> <|text_start|> text <|text_end|>
+    i2t  : <|image_start|> image ids <|image_end|> <|gen_text|> <|text_start|> caption <|text_end|>
+    t2i  : <|text_start|> prompt <|text_end|> <|gen_image|> <|image_start|> image ids <|image_end|>
+
+Label rule: labels equal the input IDs on the target block (its start marker, content and end marker) and
+are -100 (`IGNORE_INDEX`) everywhere else (condition block, gen marker, padding). Labels are aligned with
+`input_ids` as in Hugging Face causal LMs (the model shifts them).
+
+Content passed in may already be wrapped in its start/end markers (as `uti encode` writes image/audio
+streams); it is then used as is. Every content ID is checked against its modality's ID range (image
+content may also hold the view and patch specials of the layout), so a text ID can never pass as an
+image code.
+
+Packing (`pack`): whole sequences are placed greedily, in order, into rows of `max_len`; a sequence is
+never split (one longer than `max_len` is an error). Position IDs restart at 0 for every sequence and the
+padding tail forms its own segment. With ``attention_mask=None`` transformers turns restarting position
+IDs into a block-diagonal causal mask (sdpa/eager/flash alike), so packed sequences do not attend to each
+other and a packed row gives the same per-token losses as the sequences run one by one. We chose resets
+over plain concatenation because cross-sequence attention would let a caption look at the previous
+sample's image, which corrupts exactly the image-conditioned learning this toolkit measures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Protocol, Sequence as Seq
+
+from . import specials as S
+from .errors import TokenRangeError, UTIError
+
+__all__ = [
+    "IGNORE_INDEX",
+    "TASKS",
+    "TokenSequence",
+    "PackedRow",
+    "SequenceTooLongError",
+    "build_sequence",
+    "build_prompt",
+    "pack",
+    "pad_row",
+]
+
+IGNORE_INDEX = -100
+
+#: task -> (condition modality or None, target modality)
+TASKS: dict[str, tuple[str | None, str]] = {
+    "text": (None, "text"),
+    "i2t": ("image", "text"),
+    "a2t": ("audio", "text"),
+    "t2i": ("text", "image"),
+    "t2a": ("text", "audio"),
+}
+_MARKERS = {
+    "text": (S.TEXT_START, S.TEXT_END),
+    "image": (S.IMAGE_START, S.IMAGE_END),
+    "audio": (S.AUDIO_START, S.AUDIO_END),
+}
+_GEN = {"text": S.GEN_TEXT, "image": S.GEN_IMAGE, "audio": S.GEN_AUDIO}
+
+
+class SequenceTooLongError(UTIError, ValueError):
+    """A sequence does not fit the packing length."""
+
+
+class _Range(Protocol):
+    def __contains__(self, i: int) -> bool: ...
+
+
+class SpaceLike(Protocol):
+    """What the builder needs from `uti.space.TokenSpace`."""
+
+    specials: Mapping[str, int]
+    ranges: Mapping[str, _Range]
+
+    def special_id(self, name: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class TokenSequence:
+    """One training sequence: `input_ids` and `labels` of equal length (labels -100 off the target)."""
+
+    input_ids: tuple[int, ...]
+    labels: tuple[int, ...]
+    task: str
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass(frozen=True)
+class PackedRow:
+    """One row of `max_len` tokens holding whole sequences; `position_ids` restart per sequence."""
+
+    input_ids: tuple[int, ...]
+    labels: tuple[int, ...]
+    position_ids: tuple[int, ...]
+    num_sequences: int
+
+
+def _range_keys(space: SpaceLike, modality: str) -> list[str]:
+    keys = [k for k in space.ranges if k == modality or k.startswith(modality + ".")]
+    if not keys:
+        raise TokenRangeError(
+            f"token space has no {modality!r} range (has {', '.join(space.ranges)}); "
+            f"use a space with a {modality} codec for this task"
+        )
+    return keys
+
+
+def _check_content(space: SpaceLike, modality: str, ids: Seq[int], role: str) -> None:
+    """Raise TokenRangeError if an ID of a `modality` block lies outside that modality's ranges."""
+    ranges = [space.ranges[k] for k in _range_keys(space, modality)]
+    extra: set[int] = set()
+    if modality == "image":  # view markers and patch placeholders may sit inside an image block
+        extra = {i for n, i in space.specials.items() if n.startswith("<|view_") or n == S.IMAGE_PATCH}
+    for pos, i in enumerate(ids):
+        if i in extra or any(i in r for r in ranges):
+            continue
+        raise TokenRangeError(
+            f"{role} ({modality}) ID {i} at position {pos} is outside the {modality} range(s) "
+            f"{', '.join(_range_keys(space, modality))}; pass global IDs of this token space"
+        )
+
+
+def _block(space: SpaceLike, modality: str, ids: Seq[int], role: str) -> list[int]:
+    """`<|m_start|> ids <|m_end|>`, accepting content that already carries both markers."""
+    start, end = (space.special_id(n) for n in _MARKERS[modality])
+    ids = [int(i) for i in ids]
+    if len(ids) >= 2 and ids[0] == start and ids[-1] == end:
+        ids = ids[1:-1]
+    if not ids:
+        raise TokenRangeError(f"{role} ({modality}) is empty; pass at least one ID")
+    _check_content(space, modality, ids, role)
+    return [start, *ids, end]
+
+
+def _task(task: str) -> tuple[str | None, str]:
+    if task not in TASKS:
+        raise UTIError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+    return TASKS[task]
+
+
+def build_prompt(space: SpaceLike, task: str, condition: Seq[int] | None = None) -> list[int]:
+    """Generation prompt: condition block, gen marker and the target's start marker (the model continues)."""
+    cond_mod, target_mod = _task(task)
+    out = _condition(space, task, cond_mod, condition)
+    out.append(space.special_id(_GEN[target_mod]))
+    out.append(space.special_id(_MARKERS[target_mod][0]))
+    return out
+
+
+def _condition(space: SpaceLike, task: str, cond_mod: str | None, condition: Seq[int] | None) -> list[int]:
+    if cond_mod is None:
+        if condition:
+            raise UTIError(f"task {task!r} takes no condition; got {len(condition)} condition IDs")
+        return []
+    if condition is None:
+        raise UTIError(f"task {task!r} needs a {cond_mod} condition")
+    return _block(space, cond_mod, condition, "condition")
+
+
+def build_sequence(space: SpaceLike, task: str, target: Seq[int], condition: Seq[int] | None = None) -> TokenSequence:
+    """Build one sequence of `task` from global IDs; labels cover the target block only (see module doc).
+
+    target: the target modality's content IDs (caption text IDs for i2t/a2t/text, image IDs for t2i,
+    audio IDs for t2a). condition: the conditioning content (image/audio IDs for i2t/a2t, prompt text IDs
+    for t2i/t2a; none for text).
+    """
+    cond_mod, target_mod = _task(task)
+    head = _condition(space, task, cond_mod, condition)
+    head.append(space.special_id(_GEN[target_mod]))
+    tail = _block(space, target_mod, target, "target")
+    return TokenSequence(
+        input_ids=tuple(head + tail),
+        labels=tuple([IGNORE_INDEX] * len(head) + tail),
+        task=task,
+    )
+
+
+def pad_row(seqs: Seq[TokenSequence], max_len: int, pad_id: int) -> PackedRow:
+    """Concatenate `seqs` into one row of `max_len` with per-sequence positions and a padding tail."""
+    ids: list[int] = []
+    labels: list[int] = []
+    pos: list[int] = []
+    for s in seqs:
+        ids += s.input_ids
+        labels += s.labels
+        pos += range(len(s))
+    if len(ids) > max_len:
+        raise SequenceTooLongError(f"{len(ids)} tokens do not fit max_len={max_len}; raise max_len")
+    n_pad = max_len - len(ids)
+    return PackedRow(
+        input_ids=tuple(ids + [pad_id] * n_pad),
+        labels=tuple(labels + [IGNORE_INDEX] * n_pad),
+        position_ids=tuple(pos + list(range(n_pad))),
+        num_sequences=len(seqs),
+    )
+
+
+def pack(seqs: Seq[TokenSequence], max_len: int, pad_id: int) -> list[PackedRow]:
+    """Greedy in-order packing of whole sequences into rows of `max_len` tokens (see module doc)."""
+    if max_len < 1:
+        raise UTIError(f"max_len must be >= 1, got {max_len}")
+    rows: list[PackedRow] = []
+    current: list[TokenSequence] = []
+    used = 0
+    for k, s in enumerate(seqs):
+        if len(s) > max_len:
+            raise SequenceTooLongError(
+                f"sequence {k} ({s.task}) has {len(s)} tokens, more than max_len={max_len}; raise max_len"
+            )
+        if used + len(s) > max_len:
+            rows.append(pad_row(current, max_len, pad_id))
+            current, used = [], 0
+        current.append(s)
+        used += len(s)
+    if current:
+        rows.append(pad_row(current, max_len, pad_id))
+    return rows

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
+from tokenlm.train_state import optimizer_state_join, optimizer_state_split
 from uti.io import atomic_save_safetensors, atomic_write_json
 
 __all__ = ["STATE_FILE", "save_optimizer", "load_optimizer", "latest_step_dir", "prune_step_dirs", "read_state"]
@@ -23,28 +24,14 @@ STATE_FILE, OPT_FILE = "trainer_state.json", "optimizer.safetensors"
 
 def save_optimizer(opt: torch.optim.Optimizer, step_dir: Path) -> dict[str, Any]:
     """Tensors of the optimizer state to `optimizer.safetensors`; returns the JSON part (groups, scalars)."""
-    sd = opt.state_dict()
-    tensors, scalars = {}, {}
-    for idx, st in sd["state"].items():
-        for key, val in st.items():
-            if isinstance(val, torch.Tensor):
-                tensors[f"state.{idx}.{key}"] = val
-            else:
-                scalars[f"{idx}.{key}"] = val
+    tensors, info = optimizer_state_split(opt, prefix="state.")
     atomic_save_safetensors(step_dir / OPT_FILE, tensors)
-    return {"param_groups": sd["param_groups"], "scalars": scalars}
+    return info
 
 
 def load_optimizer(opt: torch.optim.Optimizer, step_dir: Path, info: dict[str, Any]) -> None:
     """Restore what `save_optimizer` wrote into `opt` (same parameters in the same order)."""
-    state: dict[int, dict[str, Any]] = {}
-    for name, val in load_file(str(step_dir / OPT_FILE)).items():
-        _, idx, key = name.split(".", 2)
-        state.setdefault(int(idx), {})[key] = val
-    for name, val in info["scalars"].items():
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = val
-    opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+    optimizer_state_join(opt, load_file(str(step_dir / OPT_FILE)), info, prefix="state.")
 
 
 def write_state(step_dir: Path, state: dict[str, Any]) -> None:

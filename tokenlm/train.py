@@ -40,6 +40,7 @@ from uti.space import TokenSpace
 
 from .data import build_rows, build_sequences, collate, label_count, load_shard_items, read_records, split_records
 from .train_config import TrainConfig
+from .train_state import optimizer_state_join, optimizer_state_split
 
 __all__ = ["TrainConfig", "TrainResult", "TrainError", "train", "global_batch_indices", "latest_checkpoint"]
 
@@ -147,15 +148,7 @@ def _build_model(cfg: TrainConfig, space: TokenSpace, resume_dir: Path | None) -
 # train state (optimizer + step + RNG), no pickle -------------------------------------------------
 
 def _save_train_state(folder: Path, optimizer: Any, step: int, losses: list, evals: list, facts: dict) -> None:
-    sd = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, Any] = {}
-    for pid, st in sd["state"].items():
-        for name, val in st.items():
-            if isinstance(val, torch.Tensor):
-                tensors[f"optimizer.state.{pid}.{name}"] = val
-            else:
-                scalars[f"{pid}.{name}"] = val
+    tensors, opt_json = optimizer_state_split(optimizer)
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
@@ -163,7 +156,7 @@ def _save_train_state(folder: Path, optimizer: Any, step: int, losses: list, eva
     atomic_save_safetensors(folder / "train_state.safetensors", tensors, metadata={"format": STATE_FORMAT})
     atomic_write_json(folder / "train_state.json", {
         "format": STATE_FORMAT, "version": 1, "step": step, "losses": losses, "eval_losses": evals,
-        "param_groups": sd["param_groups"], "optimizer_scalars": scalars,
+        "param_groups": opt_json["param_groups"], "optimizer_scalars": opt_json["scalars"],
         "python_random": [py_state[0], list(py_state[1]), py_state[2]], **facts,
     })
 
@@ -181,15 +174,7 @@ def _load_train_state(folder: Path, optimizer: Any, facts: dict) -> dict:
         if meta.get(key) != want:
             raise TrainError(f"{folder} was written with {key}={meta.get(key)!r}, this run has {want!r}; "
                              "resume with the same data, seed and global batch, or start a new --out")
-    state: dict[int, dict[str, Any]] = {}
-    for key, t in tensors.items():
-        if key.startswith("optimizer.state."):
-            pid, name = key.removeprefix("optimizer.state.").split(".", 1)
-            state.setdefault(int(pid), {})[name] = t
-    for key, val in meta["optimizer_scalars"].items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = val
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    optimizer_state_join(optimizer, tensors, {"param_groups": meta["param_groups"], "scalars": meta["optimizer_scalars"]})
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])

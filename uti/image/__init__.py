@@ -3,8 +3,16 @@
 from .e2p import is_panorama, render_plain, render_view, render_views, view_geometry
 from .layout import Layout, View
 from .load import load_image
+from .codec import ImageCodec, image_abi_section
+from .vision import VisionTower
+from .vq import Codebook, fit_codebook
 
 __all__ = [
+    "ImageCodec",
+    "VisionTower",
+    "Codebook",
+    "fit_codebook",
+    "image_abi_section",
     "Layout",
     "View",
     "is_panorama",

@@ -240,7 +240,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> str:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return "matplotlib is not installed (pip install 'uti[bench]'); no plot written"
+        return "matplotlib is not installed (pip install 'uti-toolkit[bench]'); no plot written"
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for r in results:
         ax1.plot(r["losses"], label=r["track"])

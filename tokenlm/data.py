@@ -19,7 +19,6 @@ sequences from image records). Order is deterministic: records in file order, se
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from uti.errors import InputError
+from uti.io import read_jsonl
 from uti.sequence import IGNORE_INDEX, TASKS, PackedRow, TokenSequence, build_sequence, pack
 from uti.space import TokenSpace
 
@@ -73,20 +73,7 @@ def _record(obj: Any, where: str, base: Path) -> Record:
 def read_records(path: str | Path) -> list[Record]:
     """Records of a JSONL file in file order (blank lines skipped); malformed lines raise DataError."""
     path = Path(path)
-    out = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{n}: not valid JSON ({err.msg})") from None
-        out.append(_record(obj, f"{path}:{n}", path.parent))
-    return out
+    return [_record(obj, f"{path}:{n}", path.parent) for n, obj in read_jsonl(path, DataError)]
 
 
 def load_shard_items(folders: Iterable[str | Path], space: TokenSpace) -> dict[str, tuple[int, ...]]:

@@ -28,7 +28,7 @@ import torch
 
 from .errors import HashMismatchError, InputError, UTIError
 from .hashing import hash_json
-from .io import atomic_save_safetensors, atomic_write_json
+from .io import atomic_save_safetensors, atomic_write_json, read_jsonl
 
 __all__ = ["BatchSummary", "Shard", "list_inputs", "parse_part", "read_shards", "run_batch", "select_part"]
 
@@ -65,13 +65,7 @@ def list_inputs(source: str | Path, suffixes: Iterable[str] | None = None) -> li
 
 def _manifest_paths(manifest: Path) -> list[str]:
     out = []
-    for n, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{manifest}:{n}: not valid JSON ({err.msg}); expected {{\"path\": ...}}") from None
+    for n, item in read_jsonl(manifest):
         path = item.get("path") if isinstance(item, dict) else item
         if not isinstance(path, str):
             raise InputError(f"{manifest}:{n}: expected a JSON string or an object with a \"path\" string")

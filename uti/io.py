@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save_safetensors"]
+__all__ = ["read_jsonl", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save_safetensors"]
 
 
 def _umask() -> int:
@@ -62,3 +62,25 @@ def atomic_save_safetensors(path: str | Path, tensors: Mapping[str, Any], metada
     data = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(data, str(tmp), metadata=metadata)
+
+
+def read_jsonl(path: str | Path, error: type[Exception] | None = None) -> Iterator[tuple[int, Any]]:
+    """(line number, object) for each non-blank line of a JSON Lines file.
+
+    An unreadable file or a malformed line raises `error` (default `InputError`) naming `path:line`.
+    """
+    from .errors import InputError
+
+    error = error or InputError
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise error(f"{path}:{n}: not valid JSON ({err.msg})") from None

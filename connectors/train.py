@@ -4,6 +4,10 @@ Stage `connector` trains the connector only (tower features are precomputed, the
 `lora` adds peft LoRA on the LLM. Progress bar (tqdm), periodic held-out eval (own image vs shuffled
 image), step checkpoints with exact resume (same data order, optimizer state in safetensors) and a final
 connector-only checkpoint in `out_dir/final`.
+
+Under `torchrun`/`accelerate launch` (DDP; gloo on CPU) each process takes its share of the global batch
+and its per-token mean loss is rescaled by `count * processes / global_count`, so N processes and one
+process on the same global batch make the same update (`tests/test_connectors_ddp.py` checks it).
 """
 
 from __future__ import annotations
@@ -148,19 +152,36 @@ def _save_step(vlm: ContinuousVLM, opt: torch.optim.Optimizer, out_dir: Path, st
     prune_step_dirs(out_dir, cfg.keep_checkpoints)
 
 
+def _label_count(labels: torch.Tensor) -> int:
+    """Tokens that carry a loss in `labels` (B, S): the LLM predicts position t + 1 from t, so column 0 never does."""
+    return int((labels[:, 1:] != IGNORE).sum())
+
+
 def _train_step(acc: Any, model: Any, opt: Any, params: list, batch: dict, lr: float, max_norm: float) -> float:
-    """One optimizer step on this process's batch; returns the loss averaged over processes."""
+    """One optimizer step on this process's share of the global batch; returns the global per-token mean loss.
+
+    The LLM's loss is this process's per-token mean. It is rescaled by `count * processes / global_count`
+    (DDP averages gradients over processes), so the gradient is that of the per-token mean over the whole
+    global batch: N processes and one process on the same global batch make the same update.
+    """
     for group in opt.param_groups:
         group["lr"] = lr
     dev = acc.device
+    count = _label_count(batch["labels"])
+    global_count = int(acc.reduce(torch.tensor(count, dtype=torch.float64, device=dev), reduction="sum"))
+    if global_count == 0:
+        raise ConnectorError("a global batch has no target tokens; give every example a non-empty target")
     res = model(input_ids=batch["input_ids"].to(dev), images=[im.to(dev) for im in batch["images"]],
                 attention_mask=batch["attention_mask"].to(dev), labels=batch["labels"].to(dev))
-    acc.backward(res.loss)
+    # A share without targets has a NaN mean; it still joins the backward (DDP all-reduce) with a zero loss.
+    loss = res.loss * (count * acc.num_processes / global_count) if count else res.logits.sum() * 0.0
+    acc.backward(loss)
     if max_norm > 0:
         acc.clip_grad_norm_(params, max_norm)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return float(acc.reduce(res.loss.detach(), reduction="mean"))
+    local = res.loss.detach().double() * count if count else torch.zeros((), dtype=torch.float64, device=dev)
+    return float(acc.reduce(local, reduction="sum")) / global_count
 
 
 def train_connector(

@@ -34,7 +34,7 @@ class ViewPositionEncoding(nn.Module):
 
     def forward(self, yaw_pitch_deg: torch.Tensor, is_global: torch.Tensor | None = None) -> torch.Tensor:
         """yaw_pitch_deg: (V, 2) float; is_global: (V,) bool or None (no global view). Returns (V, dim)."""
-        enc = self.proj(fourier_angles(yaw_pitch_deg, self.num_freqs))  # (V, dim)
+        enc = self.proj(fourier_angles(yaw_pitch_deg, self.num_freqs).to(self.proj.weight.dtype))  # (V, dim)
         if is_global is None:  # still route through `global_view` so DDP sees every parameter used
             is_global = torch.zeros(enc.shape[0], dtype=torch.bool, device=enc.device)
         return torch.where(is_global[:, None], self.global_view.to(enc.dtype).expand_as(enc), enc)

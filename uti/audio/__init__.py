@@ -1,4 +1,4 @@
-"""Audio tokens: EnCodec residual-VQ codes as level-ordered IDs of the token space (see `codec.py`)."""
+"""Audio tokens: EnCodec or Mimi residual-VQ codes as level-ordered IDs of the token space (see `codec.py`)."""
 
 from .codec import AudioCodec, AudioConfig, audio_abi_section
 from .encodec import (

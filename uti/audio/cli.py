@@ -69,7 +69,7 @@ def _as_ints(ids: Sequence[Any]) -> list[int]:
 
 @click.group()
 def audio() -> None:
-    """Audio codec tools (EnCodec)."""
+    """Audio codec tools (EnCodec checkpoint conversion)."""
 
 
 @audio.command("convert-encodec")

@@ -1,7 +1,10 @@
-"""`AudioCodec`: waveform or audio file <-> EnCodec RVQ codes [K, T] <-> global IDs of a token space.
+"""`AudioCodec`: waveform or audio file <-> RVQ codes [K, T] <-> global IDs of a token space.
 
-Codes are produced by transformers' own `EncodecModel.encode` / `decode` (bandwidth always passed), so
-they are exactly the reference codes. Long inputs are cut into chunks of `chunk_frames` frames
+The codec family is `AudioConfig.codec`, looked up in `uti.audio.backend.BACKENDS`: "encodec" (75 Hz) or
+"mimi" (12.5 Hz). Codes are produced by transformers' own `EncodecModel.encode` / `decode` (bandwidth always
+passed) or `MimiModel.encode` / `decode` (number of levels always passed), so they are exactly the
+reference codes. What follows is said for EnCodec and holds for Mimi alike (its default chunk is 375 frames,
+also 30 s). Long inputs are cut into chunks of `chunk_frames` frames
 (`chunk_frames * hop_length` samples, 30 s by default) that are encoded independently: the 24 kHz EnCodec
 runs causal convolutions and an LSTM over the whole input (it has no chunking of its own), so memory
 grows with the input and an hour would need tens of GB. Inputs up to one chunk give exactly the one-pass
@@ -11,7 +14,7 @@ chunk size changes codes, `chunk_frames` is part of the ABI. Chunks are whole fr
 is always ceil(samples / hop_length). Decoding mirrors this, chunk by chunk, and trims to the recorded
 sample count.
 
-ABI section (`abi["audio"]`): codec, model, weights_hash (`hash_safetensors` of the weights),
+ABI section (`abi["audio"]`): codec ("encodec" | "mimi"), model, weights_hash (`hash_safetensors` of the weights),
 config_hash, sample_rate, frame_rate, hop_length, bandwidth, num_codebooks, codebook_size, order
 ("frame_major" | "delay"), channels ("mono_mean" | "stereo", see `uti.audio.io`), chunk_frames.
 Audio IDs are wrapped as `<|audio_start|> ... <|audio_end|>`; the delay order fills gaps with `<|pad|>`.
@@ -40,13 +43,8 @@ from ..errors import (
 )
 from ..hashing import hash_json, hash_safetensors
 from ..space import identity_diff
-from .encodec import (
-    check_supported,
-    config_identity,
-    encodec_weights_dir,
-    levels_for_bandwidth,
-    load_encodec,
-)
+from .backend import BACKENDS
+from .encodec import encodec_weights_dir
 from .io import AudioWriter, channel_policy, mix_channels, read_blocks, rechunk
 from .serialize import ORDERS, codes_to_ids, ids_to_codes
 
@@ -62,13 +60,22 @@ class AudioConfig:
 
     codec: str = "encodec"
     name: str | None = None
-    bandwidth: float = 6.0
+    bandwidth: float | None = None  # EnCodec only: kbps, default 6.0
+    num_quantizers: int | None = None  # Mimi only: levels, default all of the model's
     order: str = "frame_major"
-    chunk_frames: int = 2250  # 30 s at 75 Hz
+    chunk_frames: int | None = None  # default 30 s: 2250 at 75 Hz (EnCodec), 375 at 12.5 Hz (Mimi)
 
     def __post_init__(self) -> None:
-        if self.codec != "encodec":
-            raise ConfigError(f"audio.codec {self.codec!r} is not supported; valid: encodec")
+        if self.codec not in BACKENDS:
+            raise ConfigError(f"audio.codec {self.codec!r} is not supported; valid: {', '.join(BACKENDS)}")
+        if self.codec == "encodec":
+            self.bandwidth = 6.0 if self.bandwidth is None else self.bandwidth
+            if self.num_quantizers is not None:
+                raise ConfigError("audio.num_quantizers is for Mimi; EnCodec levels are chosen by audio.bandwidth")
+        elif self.bandwidth is not None:
+            raise ConfigError(f"audio.bandwidth is for EnCodec; choose {self.codec} levels with audio.num_quantizers")
+        if self.chunk_frames is None:
+            self.chunk_frames = BACKENDS[self.codec].chunk_frames
         if self.order not in ORDERS:
             raise ConfigError(f"audio.order {self.order!r} is not valid; expected one of {', '.join(ORDERS)}")
         if self.chunk_frames <= 0:
@@ -76,30 +83,33 @@ class AudioConfig:
 
 
 class AudioCodec:
-    """EnCodec as a `uti.codec.Codec` (modality "audio"); `space` (optional) adds global-ID methods."""
+    """A registered RVQ codec (EnCodec, Mimi) as a `uti.codec.Codec` (modality "audio"); `space` (optional)
+    adds global-ID methods."""
 
     modality = "audio"
 
     def __init__(self, model, config: AudioConfig, name: str, weights_hash: str, space=None) -> None:
-        check_supported(model, name)
+        self.backend = BACKENDS[config.codec]
+        self.backend.check(model, name)
         self.model, self.config, self.name, self.weights_hash, self.space = model, config, name, weights_hash, space
         mc = model.config
         self.sample_rate: int = int(mc.sampling_rate)
-        self.hop_length: int = int(mc.hop_length)
-        self.frame_rate: int = int(mc.frame_rate)
+        self.hop_length: int = self.backend.hop_length(mc)
+        rate = self.sample_rate / self.hop_length
+        self.frame_rate: int | float = int(rate) if rate.is_integer() else rate  # 75 (EnCodec), 12.5 (Mimi)
         self.codebook_size: int = int(mc.codebook_size)
         self.channels: int = int(mc.audio_channels)
         self.channel_policy: str = channel_policy(self.channels)
-        self.num_codebooks: int = levels_for_bandwidth(mc, config.bandwidth)
+        self.num_codebooks: int = self.backend.levels(mc, config)
         self.chunk_samples: int = config.chunk_frames * self.hop_length
 
     # construction ---------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, config: AudioConfig | None = None,
                         name: str | None = None) -> AudioCodec:
-        """Load an HF-format EnCodec (hub id or local folder) and pin its weights by content hash."""
+        """Load an HF-format model of `config.codec` (hub id or local folder); pin its weights by content hash."""
         config = config or AudioConfig()
-        model = load_encodec(name_or_path)
+        model = BACKENDS[config.codec].load(name_or_path)
         weights_hash = hash_safetensors(encodec_weights_dir(name_or_path))
         return cls(model, config, config.name or name or _default_name(name_or_path), weights_hash)
 
@@ -115,8 +125,13 @@ class AudioCodec:
                              "rebuild it with `uti space build`")
         space.require_assets("audio_codec")
         ref = space.asset("audio_codec")
-        config = AudioConfig(codec=section["codec"], name=section["model"], bandwidth=section["bandwidth"],
-                             order=section["order"], chunk_frames=section["chunk_frames"])
+        if section["codec"] not in BACKENDS:
+            raise SpaceError(f"space {space.name!r}: abi.audio.codec {section['codec']!r} is unknown to this "
+                             f"version; known: {', '.join(BACKENDS)}")
+        levels = ({"bandwidth": section["bandwidth"]} if section["codec"] == "encodec"
+                  else {"num_quantizers": section["num_codebooks"]})
+        config = AudioConfig(codec=section["codec"], name=section["model"], order=section["order"],
+                             chunk_frames=section["chunk_frames"], **levels)
         codec = cls.from_pretrained(ref, config)
         codec.space = space
         diff = identity_diff(section, codec.abi(), ignore=frozenset({"model"}))
@@ -127,24 +142,23 @@ class AudioCodec:
 
     def abi(self) -> dict[str, Any]:
         """The audio ABI section: every fact that changes what an audio ID means."""
-        return {"codec": "encodec", "model": self.name, "weights_hash": self.weights_hash,
-                "config_hash": hash_json(config_identity(self.model.config)),
+        mc = self.model.config
+        return {"codec": self.config.codec, "model": self.name, "weights_hash": self.weights_hash,
+                "config_hash": hash_json(self.backend.identity(mc)),
                 "sample_rate": self.sample_rate, "frame_rate": self.frame_rate, "hop_length": self.hop_length,
-                "bandwidth": float(self.config.bandwidth), "num_codebooks": self.num_codebooks,
+                "bandwidth": self.backend.bandwidth(mc, self.config, self.num_codebooks),
+                "num_codebooks": self.num_codebooks,
                 "codebook_size": self.codebook_size, "order": self.config.order,
                 "channels": self.channel_policy, "chunk_frames": self.config.chunk_frames}
 
     # codes ------------------------------------------------------------------------------------------
-    @torch.no_grad()
     def encode_chunk(self, wav: torch.Tensor) -> torch.Tensor:
         """One chunk [channels, n] at the codec rate -> codes [K, ceil(n / hop)] (transformers' encode)."""
-        out = self.model.encode(wav[None], bandwidth=float(self.config.bandwidth), return_dict=True)
-        return out.audio_codes[0, 0]  # (chunks=1, batch=1, K, frames) -> [K, frames]
+        return self.backend.encode(self.model, wav, self.num_codebooks, self.config)
 
-    @torch.no_grad()
     def decode_chunk(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes [K, f] -> waveform [channels, f * hop] (transformers' decode)."""
-        return self.model.decode(codes[None, None], [None], return_dict=True).audio_values[0]
+        return self.backend.decode(self.model, codes)
 
     def encode_blocks(self, blocks: Iterable[np.ndarray], where: str = "input") -> Encoded:
         """Encode blocks [n_i, channels] at the codec rate, chunk by chunk (bounded memory)."""
@@ -247,5 +261,5 @@ def audio_abi_section(section_cfg: dict, assets: dict[str, Path | str]) -> dict:
     """The `abi["audio"]` section for a space config (used by `uti space build`); loads the codec asset."""
     config = from_dict(AudioConfig, section_cfg, where="audio")
     if "audio_codec" not in assets:
-        raise ConfigError("an audio section needs assets.audio_codec (an EnCodec folder or hub id)")
+        raise ConfigError("an audio section needs assets.audio_codec (an EnCodec or Mimi folder or hub id)")
     return AudioCodec.from_pretrained(assets["audio_codec"], config).abi()

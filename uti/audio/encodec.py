@@ -77,7 +77,7 @@ def encodec_weights_dir(name_or_path: str | Path) -> Path:
         return Path(snapshot_download(str(name_or_path), local_files_only=True, allow_patterns=["*.safetensors",
                                                                                               "*.json"]))
     except Exception as err:  # noqa: BLE001 - not in the cache on this (offline) machine
-        raise MissingAssetError(f"EnCodec {name_or_path!r} is neither a local folder nor in the HF cache ({err})") from None
+        raise MissingAssetError(f"audio codec {name_or_path!r} is neither a local folder nor in the HF cache ({err})") from None
 
 
 def levels_for_bandwidth(config, bandwidth: float) -> int:

@@ -47,23 +47,32 @@ def _quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
+def load_pretrained_codec(model_cls: type, name_or_path: str | Path, label: str, hint: str):
+    """`model_cls.from_pretrained` in eval mode (float32, CPU), with one-line errors for a missing model.
+
+    `label` names the codec in messages ("EnCodec", "Mimi"); `hint` says where to get it.
+    """
+    _quiet_transformers()
+    if isinstance(name_or_path, Path) and not name_or_path.exists():
+        raise MissingAssetError(f"{label} folder {name_or_path} does not exist")
+    try:
+        model = model_cls.from_pretrained(str(name_or_path))
+    except (OSError, ValueError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise MissingAssetError(f"cannot load {label} {name_or_path!r}: {first}; give a local HF-format folder "
+                                f"{hint}") from None
+    return model.eval()
+
+
 def load_encodec(name_or_path: str | Path):
     """An `EncodecModel` in eval mode (float32, CPU) from a hub id or a local HF-format folder."""
     from transformers import EncodecModel
 
-    _quiet_transformers()
-    local = Path(name_or_path)
-    if isinstance(name_or_path, Path) and not local.exists():
-        raise MissingAssetError(f"EnCodec folder {local} does not exist")
-    try:
-        model = EncodecModel.from_pretrained(str(name_or_path))
-    except (OSError, ValueError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise MissingAssetError(f"cannot load EnCodec {name_or_path!r}: {first}; give a local HF-format folder "
-                                "(see `uti audio convert-encodec`) or download the model first") from None
+    model = load_pretrained_codec(EncodecModel, name_or_path, "EnCodec",
+                                  "(see `uti audio convert-encodec`) or download the model first")
     if model.config.model_type != "encodec":
         raise ConfigError(f"{name_or_path} is a {model.config.model_type!r} model, not EnCodec")
-    return model.eval()
+    return model
 
 
 def encodec_weights_dir(name_or_path: str | Path) -> Path:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError, MissingAssetError
+from ..errors import ConfigError
+from .encodec import load_pretrained_codec
 
 __all__ = ["check_mimi", "load_mimi", "mimi_bandwidth", "mimi_decode", "mimi_encode", "mimi_identity",
            "mimi_levels"]
@@ -24,18 +25,8 @@ __all__ = ["check_mimi", "load_mimi", "mimi_bandwidth", "mimi_decode", "mimi_enc
 def load_mimi(name_or_path: str | Path):
     """A `MimiModel` in eval mode (float32, CPU) from a hub id or a local HF-format folder."""
     from transformers import MimiModel
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    if isinstance(name_or_path, Path) and not name_or_path.exists():
-        raise MissingAssetError(f"Mimi folder {name_or_path} does not exist")
-    try:
-        model = MimiModel.from_pretrained(str(name_or_path))
-    except (OSError, ValueError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise MissingAssetError(f"cannot load Mimi {name_or_path!r}: {first}; give a local HF-format folder "
-                                "or download the model (e.g. kyutai/mimi) first") from None
-    return model.eval()
+    return load_pretrained_codec(MimiModel, name_or_path, "Mimi", "or download the model (e.g. kyutai/mimi) first")
 
 
 def check_mimi(model, where: str) -> None:

@@ -22,6 +22,9 @@ serialise the same tokenizer differently agree (see `canonical_tokenizer`).
 from __future__ import annotations
 
 import json
+import os
+import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Collection, Iterator, Sequence
@@ -83,8 +86,36 @@ def _read_tokenizer_file(path: Path) -> Tokenizer:
     if size > MAX_TOKENIZER_BYTES:
         raise InputError(f"{path}: tokenizer file has {size} bytes, more than the {MAX_TOKENIZER_BYTES} accepted; "
                          "give the model's real tokenizer.json")
-    with _tokenizer_errors(f"{path}: not a valid tokenizer.json", "restore the model's tokenizer.json"):
+    with _tokenizer_errors(f"{path}: not a valid tokenizer.json", "restore the model's tokenizer.json"), _held_stderr():
         return Tokenizer.from_file(str(path))
+
+
+@contextmanager
+def _held_stderr() -> Iterator[None]:
+    """Hold back what is written to file descriptor 2 while a tokenizer is built, and pass it on afterwards
+    unless the build panicked: a Rust panic prints its message (and, with RUST_BACKTRACE, a backtrace)
+    there before pyo3 turns it into an exception, which would break the one-line error contract."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable descriptor 2 (embedded interpreter): nothing to hold back
+        yield
+        return
+    panicked = False
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException as err:
+            panicked = type(err).__name__ == "PanicException"
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            if not panicked and (data := held.read()):
+                os.write(2, data)
 
 
 @contextmanager
@@ -207,7 +238,8 @@ class TextCodec:
         for added in data.get("added_tokens") or []:
             if added.get("content") in allowed:
                 added["special"] = False
-        with _tokenizer_errors("tokenizer cannot be rebuilt from its own JSON", "use the model's real tokenizer.json"):
+        with _tokenizer_errors("tokenizer cannot be rebuilt from its own JSON", "use the model's real tokenizer.json"), \
+                _held_stderr():
             tok = Tokenizer.from_str(json.dumps(data)) if allowed else Tokenizer.from_str(self._json)
         if not self.normalize:
             tok.normalizer = None

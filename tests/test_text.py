@@ -229,8 +229,9 @@ def test_allow_special_maps_them_to_control_ids(codec):
         assert codec.decode(codec.encode("x <|endoftext|>y", allow_special=allow)) == "x <|endoftext|>y"
     with pytest.raises(InputError, match="not a special token"):
         codec.encode("x", allow_special={"<|image_start|>"})
-    with pytest.raises(InputError):
-        codec.encode("x", allow_special="<|endoftext|>")
+    for bad in ("<|endoftext|>", 1, [1]):
+        with pytest.raises(InputError):
+            codec.encode("x", allow_special=bad)
 
 
 def _with_added(tiny_json, *tokens: tuple[str, bool]) -> Tokenizer:

@@ -253,7 +253,8 @@ class TextCodec:
             allowed = frozenset(self.special_tokens)
         elif allow_special is False:
             allowed = frozenset()
-        elif isinstance(allow_special, (str, bytes)) or not all(isinstance(s, str) for s in allow_special):
+        elif isinstance(allow_special, (str, bytes)) or not isinstance(allow_special, Collection) \
+                or not all(isinstance(s, str) for s in allow_special):
             raise InputError("allow_special must be True, False or a collection of special-token strings")
         else:
             allowed = frozenset(allow_special)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import unicodedata
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from uti.errors import HashMismatchError, InputError, TokenRangeError
+from uti.hashing import hash_json
 from uti.text import TextCodec, canonical_tokenizer, tokenizer_hash
 
 
@@ -175,6 +177,22 @@ def test_older_versions_serialisation_describes_the_same_tokenizer(tiny_json):
     assert canonical_tokenizer(old) == canonical_tokenizer(new)
     old["model"]["merges"].pop()
     assert canonical_tokenizer(old) != canonical_tokenizer(new)
+
+
+VERSIONS_DIR = Path(__file__).resolve().parent / "assets" / "tokenizer_versions"
+VERSIONED = sorted(p.stem for p in (VERSIONS_DIR / "0.23.3").glob("*.json"))
+
+
+@pytest.mark.parametrize("name", VERSIONED)
+def test_pin_agrees_across_tokenizers_versions(name, tiny_space):
+    """`to_str()` of one tokenizer as tokenizers 0.15.2/0.19.1/0.21.0/0.23.3 wrote it (assets/tokenizer_versions)."""
+    dumps = sorted(VERSIONS_DIR.glob(f"*/{name}.json"))
+    assert len(dumps) == 4
+    as_written = {p.parent.name: hash_json(canonical_tokenizer(json.loads(p.read_text(encoding="utf-8")))) for p in dumps}
+    as_loaded = {p.parent.name: tokenizer_hash(Tokenizer.from_file(str(p))) for p in dumps}
+    assert len(set(as_written.values()) | set(as_loaded.values())) == 1, (as_written, as_loaded)
+    if name == "tiny":
+        assert as_loaded["0.23.3"] == tiny_space.abi["text"]["tokenizer_hash"]
 
 
 @pytest.mark.parametrize("legacy, scheme", [({"add_prefix_space": True}, "always"), ({"add_prefix_space": False}, "never"),

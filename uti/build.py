@@ -72,7 +72,7 @@ def _text_section(cfg: SpaceConfig, root: Path) -> dict:
     tok_ref = _resolve(cfg.assets.get("tokenizer", cfg.text.tokenizer), root)
     try:
         codec = TextCodec.from_pretrained(tok_ref)
-        tok_hash, tok_size = codec.vocab_hash, codec.codebook_size
+        tok_hash, tok_size = codec.tokenizer_hash, codec.codebook_size
     except MissingAssetError:
         codec, tok_hash, tok_size = None, cfg.text.tokenizer_hash, None
     if cfg.text.tokenizer_hash is not None and tok_hash != cfg.text.tokenizer_hash:

@@ -161,6 +161,8 @@ def run_batch(
     if shard_size < 1 or workers < 1:
         raise InputError(f"shard_size and workers must be >= 1, got {shard_size} and {workers}")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} is a file; give a folder for the shards")
     _clean_stale_tmp(out_dir, part)
     mine = select_part(paths, part)
     summary = BatchSummary(total=len(mine))
@@ -250,13 +252,20 @@ def _try(encode_one: EncodeOne, path: str) -> tuple[str, Any, str | None]:
 
 def _encode_shard(chunk: Sequence[str], encode_one: EncodeOne, shard: Path, space: Any, bar: Any,
                   workers: int = 1, reuse: dict[str, Item] | None = None) -> DoneMarker:
-    """Encode the inputs of `chunk` not in `reuse`, write the shard and then its marker (both atomically)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """Encode the inputs of `chunk` not in `reuse`, then write the shard and its marker."""
     reuse = reuse or {}
     todo = [p for p in chunk if p not in reuse]
     bar.update(len(chunk) - len(todo))
-    items: dict[str, Item] = dict(reuse)
+    items, failed = _encode_items(todo, encode_one, bar, workers)
+    return _write_shard(shard, chunk, {**reuse, **items}, failed, space)
+
+
+def _encode_items(todo: Sequence[str], encode_one: EncodeOne, bar: Any, workers: int
+                  ) -> tuple[dict[str, Item], list[dict[str, str]]]:
+    """({path: (ids, meta)} of the inputs that encoded, [{"path", "reason"}] of those that failed)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    items: dict[str, Item] = {}
     failed = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = pool.map(lambda p: _try(encode_one, p), todo) if workers > 1 else (_try(encode_one, p) for p in todo)
@@ -266,6 +275,14 @@ def _encode_shard(chunk: Sequence[str], encode_one: EncodeOne, shard: Path, spac
             else:
                 failed.append({"path": path, "reason": reason})
             bar.update(1)
+    return items, failed
+
+
+def _write_shard(shard: Path, chunk: Sequence[str], items: dict[str, Item], failed: list[dict[str, str]],
+                 space: Any) -> DoneMarker:
+    """Write the items (in input order) as a shard, then its marker: both atomically, marker last."""
+    from safetensors import SafetensorError
+
     sources = [p for p in chunk if p in items]
     ids = [items[p][0] for p in sources]
     lengths = torch.tensor([0] + [len(t) for t in ids], dtype=torch.long)
@@ -274,9 +291,13 @@ def _encode_shard(chunk: Sequence[str], encode_one: EncodeOne, shard: Path, spac
     checksum = _checksum(tensors, sources_json, meta_json)
     metadata = {"format": FORMAT, "token_space_name": space.name, "token_space_hash": space.hash,
                 "sources": sources_json, "meta": meta_json, "checksum": checksum}
-    atomic_save_safetensors(shard, tensors, metadata)
     done = DoneMarker(DONE_FORMAT, space.hash, hash_json(list(chunk)), checksum, len(sources), tuple(failed))
-    atomic_write_json(_done_path(shard), done.to_json())
+    try:
+        atomic_save_safetensors(shard, tensors, metadata)
+        atomic_write_json(_done_path(shard), done.to_json())
+    except (OSError, SafetensorError) as err:
+        why = getattr(err, "strerror", None) or err
+        raise InputError(f"cannot write {shard}: {why}; check the --out folder and its free space") from None
     return done
 
 

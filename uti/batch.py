@@ -104,12 +104,19 @@ def list_inputs(source: str | Path, suffixes: Iterable[str] | None = None) -> li
 
 
 def _manifest_paths(manifest: Path) -> list[str]:
-    out = []
-    for n, item in read_jsonl(manifest):
-        path = item.get("path") if isinstance(item, dict) else item
-        if not isinstance(path, str) or not path or "\x00" in path:
-            raise InputError(f"{manifest}:{n}: expected a JSON string or an object with a \"path\" string")
-        out.append(str(manifest.parent / path))
+    out: list[str] = []
+    n = 0
+    try:
+        for n, item in read_jsonl(manifest):
+            path = item.get("path") if isinstance(item, dict) else item
+            if not isinstance(path, str) or not path or "\x00" in path:
+                raise InputError(f"{manifest}:{n}: expected a JSON string or an object with a \"path\" string")
+            out.append(str(manifest.parent / path))
+    except (RecursionError, ValueError) as err:  # json.loads of a deeply nested line or a 5000-digit number
+        if isinstance(err, UTIError):
+            raise
+        raise InputError(f"{manifest}: a line after line {n} nests too deeply or holds a too long number; expected "
+                         "a JSON string or an object with a \"path\" string per line") from None
     return out
 
 

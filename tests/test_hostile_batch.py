@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from hostile import assert_one_line_error, run_cli
-from uti.batch import list_inputs, run_batch
+from uti.batch import list_inputs, read_shards, run_batch
 
 DEEP = "[" * 100000 + "]" * 100000
 
@@ -98,8 +98,10 @@ def test_damaged_output_is_reencoded(tmp_path, assets, tiny_space, damage):
     proc = run_cli("uti", "encode", src, "--out", out)
     err = proc.stderr.decode(errors="replace")
     assert proc.returncode == 0 and "Traceback" not in err, err[-2000:]
-    assert f"re-encoded {SHARD}:" in proc.stdout.decode() and "1/1 encoded" in proc.stdout.decode()
-    assert not list(out.glob(".*.tmp"))
+    stdout = proc.stdout.decode()
+    assert "1/1 encoded" in stdout and "shards written 1" in stdout, stdout
+    assert (f"re-encoded {SHARD}:" in stdout) == ("without-marker" not in damage), stdout  # no marker: not done
+    assert not list(out.glob(".*.tmp")) and len(list(read_shards(out, tiny_space))) == 1
 
 
 @pytest.mark.slow

@@ -173,22 +173,21 @@ def run_batch(
     _clean_stale_tmp(out_dir, part)
     mine = select_part(paths, part)
     summary = BatchSummary(total=len(mine))
-    bar = tqdm(total=len(mine), desc=f"encode part {part[0]}/{part[1]}", unit="file", disable=not progress)
-    for k in range(0, len(mine), shard_size):
-        chunk = mine[k:k + shard_size]
-        shard = out_dir / _shard_name(part, k // shard_size)
-        done, reuse, damage = _shard_state(shard, chunk, space)
-        if done is not None and not done.failed:
-            summary.skipped.append(shard.name)
-            bar.update(len(chunk))
-        else:
-            if damage:
-                summary.redone.append({"shard": shard.name, "reason": damage})
-            done = _encode_shard(chunk, encode_one, shard, space, bar, workers, reuse)
-            summary.written.append(shard.name)
-        summary.ok += done.ok
-        summary.failed += done.failed
-    bar.close()
+    with tqdm(total=len(mine), desc=f"encode part {part[0]}/{part[1]}", unit="file", disable=not progress) as bar:
+        for k in range(0, len(mine), shard_size):
+            chunk = mine[k:k + shard_size]
+            shard = out_dir / _shard_name(part, k // shard_size)
+            done, reuse, damage = _shard_state(shard, chunk, space)
+            if done is not None and not done.failed:
+                summary.skipped.append(shard.name)
+                bar.update(len(chunk))
+            else:
+                if damage:
+                    summary.redone.append({"shard": shard.name, "reason": damage})
+                done = _encode_shard(chunk, encode_one, shard, space, bar, workers, reuse)
+                summary.written.append(shard.name)
+            summary.ok += done.ok
+            summary.failed += done.failed
     atomic_write_json(out_dir / f"summary-part-{part[0]}-of-{part[1]}.json", summary.to_json())
     return summary
 

@@ -134,6 +134,8 @@ def encode_batch(sp: TokenSpace, source: Path, out: str | None, part: str, shard
     is built here, in the main thread, before any worker thread starts: building one (transformers' lazy
     imports, model loading) is not thread-safe, while encoding with a built one is.
     """
+    import sys
+
     from .audio.cli import AUDIO_SUFFIXES, audio_encoder
     from .batch import list_inputs, parse_part, run_batch, select_part
     from .image.codec import IMAGE_EXTENSIONS
@@ -153,7 +155,8 @@ def encode_batch(sp: TokenSpace, source: Path, out: str | None, part: str, shard
     def encode_one(p: str) -> tuple[list[int], dict]:
         return encoders[kind(p)](p)
 
-    summary = run_batch(paths, encode_one, out, sp, shard_size=shard_size, part=part_, workers=workers)
+    summary = run_batch(paths, encode_one, out, sp, shard_size=shard_size, part=part_, workers=workers,
+                        progress=sys.stderr.isatty())  # a bar only for a person watching, not in logs or pipes
     if as_json:
         emit_json(summary.to_json())
     else:

@@ -104,7 +104,8 @@ def test_workers_keep_order_and_failures(tmp_path):
 
 def _contents(out, space=SPACE):
     """{source: (ids, meta)} of every item in the shards of `out`."""
-    return {src: (sh.item(j).tolist(), sh.meta[j]) for sh in read_shards(out, space) for j, src in enumerate(sh.sources)}
+    return {src: (sh.item(j).tolist(), sh.meta[j])
+            for sh in read_shards(out, space) for j, src in enumerate(sh.sources)}
 
 
 def test_failed_input_is_retried_until_it_succeeds(tmp_path):
@@ -151,16 +152,17 @@ def test_zeroed_shard_bytes_are_refused_and_reencoded(tmp_path, where):
     assert _contents(out) == want
 
 
+def _marker(**change):
+    fields = {"format": "uti-shard-done-1", "token_space_hash": SPACE.hash, "inputs_hash": "x", "checksum": "c",
+              "ok": 1, "failed": []}
+    return json.dumps({k: v for k, v in {**fields, **change}.items() if v is not ...})
+
+
 @pytest.mark.parametrize("body", [
     "not json {", "", "[1, 2]", "null", '"done"', b"\xff\xfe{}",
-    '{"token_space_hash": "%s", "inputs_hash": "x", "ok": 1, "failed": []}',  # the old format: no checksum
-    '{"format": "uti-shard-done-1", "token_space_hash": 5, "inputs_hash": "x", "checksum": "c", "ok": 1, "failed": []}',
-    '{"format": "uti-shard-done-1", "token_space_hash": "%s", "inputs_hash": "x", "checksum": "c", "ok": -1, "failed": []}',
-    '{"format": "uti-shard-done-1", "token_space_hash": "%s", "inputs_hash": "x", "checksum": "c", "ok": 1, "failed": "no"}',
-    '{"format": "uti-shard-done-1", "token_space_hash": "%s", "inputs_hash": "x", "checksum": "c", "ok": 1, "failed": [],'
-    ' "extra": 1}',
-    "[" * 100000 + "]" * 100000,
-    '{"ok": ' + "9" * 5000 + "}",
+    _marker(format=..., checksum=...),  # the old format: no checksum
+    _marker(token_space_hash=5), _marker(ok=-1), _marker(ok=True), _marker(failed="no"), _marker(failed=[{"path": 1}]),
+    _marker(extra=1), "[" * 100000 + "]" * 100000, '{"ok": ' + "9" * 5000 + "}",
 ])
 def test_corrupt_done_marker_means_not_done(tmp_path, body):
     """A marker that does not parse or fit its schema is treated as absent: the shard is re-encoded (redoing
@@ -169,7 +171,7 @@ def test_corrupt_done_marker_means_not_done(tmp_path, body):
     run_batch(paths, encode_len, out, SPACE, progress=False)
     want = _contents(out)
     marker = out / "part-0-of-1-00000.safetensors.done.json"
-    marker.write_bytes(body if isinstance(body, bytes) else body.replace("%s", SPACE.hash).encode())
+    marker.write_bytes(body if isinstance(body, bytes) else body.encode())
     s = run_batch(paths, encode_len, out, SPACE, progress=False)
     assert s.written == ["part-0-of-1-00000.safetensors"] and "done.json" in s.redone[0]["reason"]
     assert "\n" not in s.redone[0]["reason"] and _contents(out) == want

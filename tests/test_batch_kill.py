@@ -22,7 +22,8 @@ def _corpus(root: Path, bad: bool) -> list[str]:
 
 
 def _contents(out: Path) -> dict:
-    return {src: (sh.item(j).tolist(), sh.meta[j]) for sh in read_shards(out, SPACE) for j, src in enumerate(sh.sources)}
+    return {src: (sh.item(j).tolist(), sh.meta[j])
+            for sh in read_shards(out, SPACE) for j, src in enumerate(sh.sources)}
 
 
 def _run(paths: list[str], out: Path):

@@ -38,7 +38,8 @@ def test_bad_manifest(tmp_path, body, contains):
 ], ids=["part-out-of-range", "part-not-a-fraction", "part-three-numbers"])
 def test_bad_options(tmp_path, args, contains):
     (tmp_path / "in").mkdir()
-    assert_one_line_error(run_cli("uti", "encode", tmp_path / "in", "--out", tmp_path / "out", *args), contains=contains)
+    proc = run_cli("uti", "encode", tmp_path / "in", "--out", tmp_path / "out", *args)
+    assert_one_line_error(proc, contains=contains)
 
 
 def test_missing_manifest(tmp_path):

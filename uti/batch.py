@@ -221,7 +221,8 @@ def _read_marker(shard: Path) -> tuple[DoneMarker | None, str | None]:
         return None, f"{done_file.name} is unreadable ({' '.join(str(err).split())[:200]})"
 
 
-def _shard_state(shard: Path, chunk: Sequence[str], space: Any) -> tuple[DoneMarker | None, dict[str, Item], str | None]:
+def _shard_state(shard: Path, chunk: Sequence[str], space: Any
+                 ) -> tuple[DoneMarker | None, dict[str, Item], str | None]:
     """(marker of an intact shard for these inputs, its items by source, why it must be redone).
 
     A marker naming other inputs or another space is the user's mistake and raises; an unreadable marker or

@@ -47,6 +47,14 @@ def test_missing_manifest(tmp_path):
                           contains="expected a folder of inputs or a .jsonl manifest")
 
 
+@pytest.mark.parametrize("out", ["afile/sub", "afile"], ids=["out-under-a-file", "out-is-a-file"])
+def test_out_not_a_folder(tmp_path, out):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "afile").write_text("not a folder")
+    proc = run_cli("uti", "encode", tmp_path / "in", "--out", tmp_path / out)
+    assert_one_line_error(proc, contains="is a file" if out == "afile" else "Not a directory")
+
+
 # --- cases that reach the encoders (one tiny image: the vision tower loads, ~5 s each) ------------------------
 
 def _folder(tmp_path, assets):

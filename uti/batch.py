@@ -188,7 +188,7 @@ def run_batch(
                 summary.written.append(shard.name)
             summary.ok += done.ok
             summary.failed += done.failed
-    atomic_write_json(out_dir / f"summary-part-{part[0]}-of-{part[1]}.json", summary.to_json())
+    _write(atomic_write_json, out_dir / f"summary-part-{part[0]}-of-{part[1]}.json", summary.to_json())
     return summary
 
 
@@ -288,8 +288,6 @@ def _encode_items(todo: Sequence[str], encode_one: EncodeOne, bar: Any, workers:
 def _write_shard(shard: Path, chunk: Sequence[str], items: dict[str, Item], failed: list[dict[str, str]],
                  space: Any) -> DoneMarker:
     """Write the items (in input order) as a shard, then its marker: both atomically, marker last."""
-    from safetensors import SafetensorError
-
     sources = [p for p in chunk if p in items]
     ids = [items[p][0] for p in sources]
     lengths = torch.tensor([0] + [len(t) for t in ids], dtype=torch.long)
@@ -299,13 +297,20 @@ def _write_shard(shard: Path, chunk: Sequence[str], items: dict[str, Item], fail
     metadata = {"format": FORMAT, "token_space_name": space.name, "token_space_hash": space.hash,
                 "sources": sources_json, "meta": meta_json, "checksum": checksum}
     done = DoneMarker(DONE_FORMAT, space.hash, hash_json(list(chunk)), checksum, len(sources), tuple(failed))
+    _write(atomic_save_safetensors, shard, tensors, metadata)
+    _write(atomic_write_json, _done_path(shard), done.to_json())
+    return done
+
+
+def _write(atomic_write: Callable[..., None], path: Path, *args: Any) -> None:
+    """`atomic_write(path, *args)`; a full disk or an unwritable --out is one line, not a traceback."""
+    from safetensors import SafetensorError
+
     try:
-        atomic_save_safetensors(shard, tensors, metadata)
-        atomic_write_json(_done_path(shard), done.to_json())
+        atomic_write(path, *args)
     except (OSError, SafetensorError) as err:
         why = getattr(err, "strerror", None) or err
-        raise InputError(f"cannot write {shard}: {why}; check the --out folder and its free space") from None
-    return done
+        raise InputError(f"cannot write {path}: {why}; check the --out folder and its free space") from None
 
 
 def _checksum(tensors: dict[str, torch.Tensor], sources_json: str, meta_json: str) -> str:

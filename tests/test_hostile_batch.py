@@ -148,7 +148,7 @@ def test_failed_inputs_exit_1_and_are_listed(tmp_path, assets):
     err = proc.stderr.decode(errors="replace")
     assert proc.returncode == 1 and "Traceback" not in err, err[-2000:]
     assert [line for line in err.splitlines() if line.startswith("error:")] == [
-        "error: 2 of 3 inputs failed (listed above); fix or remove them and rerun the same command to retry only those"]
+        "error: 2 of 3 inputs failed (see the summary); fix or remove them and rerun the same command to retry only those"]
     import json
 
     summary = json.loads(proc.stdout)

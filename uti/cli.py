@@ -167,7 +167,7 @@ def encode_batch(sp: TokenSpace, source: Path, out: str | None, part: str, shard
         for f in summary.failed:
             click.echo(f"  failed {f['path']}: {f['reason']}")
     if summary.failed:
-        click.echo(f"error: {len(summary.failed)} of {summary.total} inputs failed (listed above); fix or remove "
+        click.echo(f"error: {len(summary.failed)} of {summary.total} inputs failed (see the summary); fix or remove "
                    "them and rerun the same command to retry only those", err=True)
         raise SystemExit(1)
 

@@ -368,6 +368,9 @@ def _load_shard(file: Path, space: Any) -> Shard:
         if isinstance(err, UTIError):
             raise
         raise InputError(f"{file}: cannot read shard ({' '.join(str(err).split())[:200]}); {fix}") from None
+    if "checksum" not in meta:
+        raise InputError(f"{file}: shard has no checksum (written by an older uti); rerun `uti encode` with the same "
+                         "--out to re-encode it")
     texts = [meta.get(k) for k in ("sources", "meta", "checksum")]
     if not all(isinstance(t, str) for t in texts) or _checksum(tensors, texts[0], texts[1]) != texts[2]:
         raise InputError(f"{file}: shard is damaged (its checksum does not match its contents); {fix}")

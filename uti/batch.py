@@ -10,10 +10,15 @@ processes or cluster array jobs split a corpus deterministically and evenly with
 Shards: the inputs of a part are cut into shards of `shard_size` inputs. Shard k of part i of n is
 ``part-{i}-of-{n}-{k:05d}.safetensors`` with tensors ``ids`` (all IDs concatenated, int64) and
 ``offsets`` (int64, M+1: item j is ``ids[offsets[j]:offsets[j+1]]``), and string metadata holding the
-token-space name and hash, the item sources and their per-item meta (JSON). Its sidecar
-``.done.json`` (written after the shard, both atomically) lists ok and failed inputs with reasons. On a
-rerun a shard whose sidecar exists for the same input list is skipped, so an interrupted batch resumes
-where it stopped. One bad input never stops a batch: its error is recorded and the next one is encoded.
+token-space name and hash, the item sources and their per-item meta (JSON), and a checksum over all of it.
+Its sidecar ``.done.json`` (a `DoneMarker`, written after the shard, both atomically) repeats the checksum
+and lists the failed inputs with reasons.
+
+Reruns: a shard is skipped only when its marker is valid, names the same inputs and space, has no failures,
+and the shard on disk matches the marker's checksum. A shard with failures keeps its good items and retries
+only the failed inputs; a shard that fails its checksum, or whose marker is unreadable, is re-encoded (its
+inputs are all still there, so redoing the work is always safe and never wrong). One bad input never stops
+a batch: its error is recorded, the next one is encoded, and the summary lists it.
 """
 
 from __future__ import annotations
@@ -26,29 +31,64 @@ from typing import Any
 
 import torch
 
-from .errors import HashMismatchError, InputError, UTIError
-from .hashing import hash_json
+from .config import from_dict
+from .errors import ConfigError, HashMismatchError, InputError, UTIError
+from .hashing import hash_json, hash_tensors
 from .io import atomic_save_safetensors, atomic_write_json, read_jsonl
 
-__all__ = ["BatchSummary", "Shard", "list_inputs", "parse_part", "read_shards", "run_batch", "select_part"]
+__all__ = ["BatchSummary", "DoneMarker", "Shard", "list_inputs", "parse_part", "read_shards", "run_batch",
+           "select_part"]
 
 FORMAT = "uti-shard-1"
+DONE_FORMAT = "uti-shard-done-1"
+MAX_DONE_BYTES = 64 * 1024**2  # a marker lists at most shard_size failures with one-line reasons
 EncodeOne = Callable[[str], tuple[Sequence[int], dict[str, Any]]]
+Item = tuple[torch.Tensor, dict[str, Any]]  # (IDs (L,) int64, meta) of one encoded input
 
 
 @dataclass
 class BatchSummary:
-    """What a batch run did: counts, failures with reasons, and the shards written or skipped."""
+    """What a batch run did: counts, failures with reasons, and the shards written, skipped or redone."""
 
     total: int = 0
     ok: int = 0
     failed: list[dict[str, str]] = field(default_factory=list)
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    redone: list[dict[str, str]] = field(default_factory=list)  # {"shard", "reason"}: found damaged, re-encoded
 
     def to_json(self) -> dict[str, Any]:
         return {"total": self.total, "ok": self.ok, "num_failed": len(self.failed), "failed": self.failed,
-                "shards_written": self.written, "shards_skipped": self.skipped}
+                "shards_written": self.written, "shards_skipped": self.skipped, "shards_redone": self.redone}
+
+
+@dataclass(frozen=True)
+class DoneMarker:
+    """The `.done.json` sidecar of a shard: which inputs and space it was made for, its checksum, failures."""
+
+    format: str
+    token_space_hash: str
+    inputs_hash: str
+    checksum: str
+    ok: int
+    failed: tuple[dict[str, str], ...]
+
+    def __post_init__(self) -> None:
+        if self.format != DONE_FORMAT:
+            raise ValueError(f"format is {self.format!r}, expected {DONE_FORMAT!r}")
+        for name in ("token_space_hash", "inputs_hash", "checksum"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string")
+        if not isinstance(self.ok, int) or isinstance(self.ok, bool) or self.ok < 0:
+            raise ValueError("ok must be a non-negative integer")
+        if not isinstance(self.failed, tuple) or not all(
+                isinstance(f, dict) and set(f) == {"path", "reason"} and all(isinstance(v, str) for v in f.values())
+                for f in self.failed):
+            raise ValueError('failed must be a list of {"path": str, "reason": str} objects')
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": self.format, "token_space_hash": self.token_space_hash, "inputs_hash": self.inputs_hash,
+                "checksum": self.checksum, "ok": self.ok, "failed": list(self.failed)}
 
 
 def list_inputs(source: str | Path, suffixes: Iterable[str] | None = None) -> list[str]:
@@ -64,12 +104,19 @@ def list_inputs(source: str | Path, suffixes: Iterable[str] | None = None) -> li
 
 
 def _manifest_paths(manifest: Path) -> list[str]:
-    out = []
-    for n, item in read_jsonl(manifest):
-        path = item.get("path") if isinstance(item, dict) else item
-        if not isinstance(path, str):
-            raise InputError(f"{manifest}:{n}: expected a JSON string or an object with a \"path\" string")
-        out.append(str(manifest.parent / path))
+    out: list[str] = []
+    n = 0
+    try:
+        for n, item in read_jsonl(manifest):
+            path = item.get("path") if isinstance(item, dict) else item
+            if not isinstance(path, str) or not path or "\x00" in path:
+                raise InputError(f"{manifest}:{n}: expected a JSON string or an object with a \"path\" string")
+            out.append(str(manifest.parent / path))
+    except (RecursionError, ValueError) as err:  # json.loads of a deeply nested line or a 5000-digit number
+        if isinstance(err, UTIError):
+            raise
+        raise InputError(f"{manifest}: a line after line {n} nests too deeply or holds a too long number; expected "
+                         "a JSON string or an object with a \"path\" string per line") from None
     return out
 
 
@@ -90,8 +137,12 @@ def select_part(paths: Sequence[str], part: tuple[int, int] = (0, 1)) -> list[st
     return sorted(paths)[i::n]
 
 
+def _part_prefix(part: tuple[int, int]) -> str:
+    return f"part-{part[0]}-of-{part[1]}-"
+
+
 def _shard_name(part: tuple[int, int], k: int) -> str:
-    return f"part-{part[0]}-of-{part[1]}-{k:05d}.safetensors"
+    return f"{_part_prefix(part)}{k:05d}.safetensors"
 
 
 def run_batch(
@@ -108,49 +159,92 @@ def run_batch(
     """Encode the inputs of `part` with `encode_one(path) -> (global ids, meta)` into shards in `out_dir`.
 
     workers > 1 runs `encode_one` in that many threads (results keep input order), so decoding and
-    E2P of one file overlap the tower of another on a GPU; `encode_one` must then be thread-safe.
+    E2P of one file overlap the tower of another on a GPU; `encode_one` must then be thread-safe (build
+    models before calling this: lazy construction inside threads races). Stale temp files of this part's
+    shards, left by a killed run, are removed first.
     """
     from tqdm.auto import tqdm
 
     if shard_size < 1 or workers < 1:
         raise InputError(f"shard_size and workers must be >= 1, got {shard_size} and {workers}")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} is a file; give a folder for the shards")
+    _clean_stale_tmp(out_dir, part)
     mine = select_part(paths, part)
     summary = BatchSummary(total=len(mine))
-    bar = tqdm(total=len(mine), desc=f"encode part {part[0]}/{part[1]}", unit="file", disable=not progress)
-    for k in range(0, len(mine), shard_size):
-        chunk = mine[k:k + shard_size]
-        shard = out_dir / _shard_name(part, k // shard_size)
-        done = _read_done(shard, chunk, space)
-        if done is None:
-            done = _encode_shard(chunk, encode_one, shard, space, bar, workers)
-            summary.written.append(shard.name)
-        else:
-            summary.skipped.append(shard.name)
-            bar.update(len(chunk))
-        summary.ok += done["ok"]
-        summary.failed += done["failed"]
-    bar.close()
-    atomic_write_json(out_dir / f"summary-part-{part[0]}-of-{part[1]}.json", summary.to_json())
+    with tqdm(total=len(mine), desc=f"encode part {part[0]}/{part[1]}", unit="file", disable=not progress) as bar:
+        for k in range(0, len(mine), shard_size):
+            chunk = mine[k:k + shard_size]
+            shard = out_dir / _shard_name(part, k // shard_size)
+            done, reuse, damage = _shard_state(shard, chunk, space)
+            if done is not None and not done.failed:
+                summary.skipped.append(shard.name)
+                bar.update(len(chunk))
+            else:
+                if damage:
+                    summary.redone.append({"shard": shard.name, "reason": damage})
+                done = _encode_shard(chunk, encode_one, shard, space, bar, workers, reuse)
+                summary.written.append(shard.name)
+            summary.ok += done.ok
+            summary.failed += done.failed
+    _write(atomic_write_json, out_dir / f"summary-part-{part[0]}-of-{part[1]}.json", summary.to_json())
     return summary
+
+
+def _clean_stale_tmp(out_dir: Path, part: tuple[int, int]) -> None:
+    """Remove `.part-i-of-n-*.tmp` / `.summary-part-i-of-n.json.*.tmp` that a killed run of this part left."""
+    if not out_dir.is_dir():
+        return
+    patterns = (f".{_part_prefix(part)}*.tmp", f".summary-part-{part[0]}-of-{part[1]}.json.*.tmp")
+    for pattern in patterns:
+        for tmp in out_dir.glob(pattern):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
 
 
 def _done_path(shard: Path) -> Path:
     return shard.with_name(shard.name + ".done.json")
 
 
-def _read_done(shard: Path, chunk: Sequence[str], space: Any) -> dict[str, Any] | None:
-    """The sidecar of a finished shard for exactly these inputs and this space, else None (re-encode)."""
+def _read_marker(shard: Path) -> tuple[DoneMarker | None, str | None]:
+    """(marker, None), (None, None) when there is none, or (None, why it is unreadable)."""
     done_file = _done_path(shard)
-    if not (done_file.is_file() and shard.is_file()):
-        return None
-    done = json.loads(done_file.read_text(encoding="utf-8"))
-    if done.get("inputs_hash") != hash_json(list(chunk)):
+    if not done_file.is_file():
+        return None, None
+    try:
+        if done_file.stat().st_size > MAX_DONE_BYTES:
+            return None, f"{done_file.name} is larger than {MAX_DONE_BYTES} bytes"
+        data = json.loads(done_file.read_text(encoding="utf-8"))
+        return from_dict(DoneMarker, data, done_file.name), None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, ConfigError) as err:
+        return None, f"{done_file.name} is unreadable ({' '.join(str(err).split())[:200]})"
+
+
+def _shard_state(shard: Path, chunk: Sequence[str], space: Any
+                 ) -> tuple[DoneMarker | None, dict[str, Item], str | None]:
+    """(marker of an intact shard for these inputs, its items by source, why it must be redone).
+
+    A marker naming other inputs or another space is the user's mistake and raises; an unreadable marker or
+    a shard that fails its checksum is damage: the shard is re-encoded (its inputs are all still there).
+    """
+    done, damage = _read_marker(shard)
+    if done is None:
+        return None, {}, damage
+    if done.inputs_hash != hash_json(list(chunk)):
         raise InputError(f"{shard} was written for a different input list or shard size; use a new --out folder")
-    if done.get("token_space_hash") != space.hash:
-        raise HashMismatchError(f"{shard} was made with token space hash {done.get('token_space_hash')}, but space "
+    if done.token_space_hash != space.hash:
+        raise HashMismatchError(f"{shard} was made with token space hash {done.token_space_hash}, but space "
                                 f"{space.name!r} ({space.path}) has hash {space.hash}; use a new --out folder")
-    return done
+    if not shard.is_file():
+        return None, {}, f"{shard.name} is missing"
+    try:
+        loaded = _load_shard(shard, space)
+    except UTIError as err:
+        return None, {}, str(err)
+    if loaded.checksum != done.checksum:
+        return None, {}, f"{shard.name} does not match the checksum in {_done_path(shard).name}"
+    return done, {src: (loaded.item(j), loaded.meta[j]) for j, src in enumerate(loaded.sources)}, None
 
 
 def _try(encode_one: EncodeOne, path: str) -> tuple[str, Any, str | None]:
@@ -164,30 +258,64 @@ def _try(encode_one: EncodeOne, path: str) -> tuple[str, Any, str | None]:
 
 
 def _encode_shard(chunk: Sequence[str], encode_one: EncodeOne, shard: Path, space: Any, bar: Any,
-                  workers: int = 1) -> dict[str, Any]:
+                  workers: int = 1, reuse: dict[str, Item] | None = None) -> DoneMarker:
+    """Encode the inputs of `chunk` not in `reuse`, then write the shard and its marker."""
+    reuse = reuse or {}
+    todo = [p for p in chunk if p not in reuse]
+    bar.update(len(chunk) - len(todo))
+    items, failed = _encode_items(todo, encode_one, bar, workers)
+    return _write_shard(shard, chunk, {**reuse, **items}, failed, space)
+
+
+def _encode_items(todo: Sequence[str], encode_one: EncodeOne, bar: Any, workers: int
+                  ) -> tuple[dict[str, Item], list[dict[str, str]]]:
+    """({path: (ids, meta)} of the inputs that encoded, [{"path", "reason"}] of those that failed)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    ids: list[torch.Tensor] = []
-    sources, metas, failed = [], [], []
+    items: dict[str, Item] = {}
+    failed = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda p: _try(encode_one, p), chunk) if workers > 1 else (_try(encode_one, p) for p in chunk)
+        results = pool.map(lambda p: _try(encode_one, p), todo) if workers > 1 else (_try(encode_one, p) for p in todo)
         for path, result, reason in results:
             if reason is None:
-                ids.append(torch.as_tensor(result[0], dtype=torch.long).reshape(-1))
-                sources.append(path)
-                metas.append(result[1])
+                items[path] = (torch.as_tensor(result[0], dtype=torch.long).reshape(-1), result[1])
             else:
                 failed.append({"path": path, "reason": reason})
             bar.update(1)
+    return items, failed
+
+
+def _write_shard(shard: Path, chunk: Sequence[str], items: dict[str, Item], failed: list[dict[str, str]],
+                 space: Any) -> DoneMarker:
+    """Write the items (in input order) as a shard, then its marker: both atomically, marker last."""
+    sources = [p for p in chunk if p in items]
+    ids = [items[p][0] for p in sources]
     lengths = torch.tensor([0] + [len(t) for t in ids], dtype=torch.long)
     tensors = {"ids": torch.cat(ids) if ids else torch.zeros(0, dtype=torch.long), "offsets": lengths.cumsum(0)}
+    sources_json, meta_json = json.dumps(sources), json.dumps([items[p][1] for p in sources])
+    checksum = _checksum(tensors, sources_json, meta_json)
     metadata = {"format": FORMAT, "token_space_name": space.name, "token_space_hash": space.hash,
-                "sources": json.dumps(sources), "meta": json.dumps(metas)}
-    atomic_save_safetensors(shard, tensors, metadata)
-    done = {"token_space_hash": space.hash, "inputs_hash": hash_json(list(chunk)), "ok": len(sources),
-            "failed": failed}
-    atomic_write_json(_done_path(shard), done)
+                "sources": sources_json, "meta": meta_json, "checksum": checksum}
+    done = DoneMarker(DONE_FORMAT, space.hash, hash_json(list(chunk)), checksum, len(sources), tuple(failed))
+    _write(atomic_save_safetensors, shard, tensors, metadata)
+    _write(atomic_write_json, _done_path(shard), done.to_json())
     return done
+
+
+def _write(atomic_write: Callable[..., None], path: Path, *args: Any) -> None:
+    """`atomic_write(path, *args)`; a full disk or an unwritable --out is one line, not a traceback."""
+    from safetensors import SafetensorError
+
+    try:
+        atomic_write(path, *args)
+    except (OSError, SafetensorError) as err:
+        why = getattr(err, "strerror", None) or err
+        raise InputError(f"cannot write {path}: {why}; check the --out folder and its free space") from None
+
+
+def _checksum(tensors: dict[str, torch.Tensor], sources_json: str, meta_json: str) -> str:
+    """Content hash of a shard: its tensors and the exact item metadata strings."""
+    return hash_json([hash_tensors(tensors), sources_json, meta_json])
 
 
 @dataclass
@@ -199,6 +327,7 @@ class Shard:
     offsets: torch.Tensor  # (M + 1,) int64
     sources: list[str]
     meta: list[dict[str, Any]]
+    checksum: str = ""
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -209,24 +338,57 @@ class Shard:
 
 
 def read_shards(folder: str | Path, space: Any) -> Iterator[Shard]:
-    """Shards of `folder` in name order; a shard made with another token space raises HashMismatchError."""
-    from safetensors import SafetensorError, safe_open
-
+    """Shards of `folder` in name order, each checked against its checksum; a shard made with another token
+    space raises HashMismatchError, a damaged one InputError."""
     files = sorted(Path(folder).glob("part-*.safetensors"))
     if not files:
         raise InputError(f"{folder}: no part-*.safetensors shards; write them with `uti encode DIR --out {folder}`")
     for file in files:
-        try:
-            with safe_open(str(file), framework="pt") as f:
-                meta = f.metadata() or {}
-                if meta.get("format") != FORMAT:
-                    raise InputError(f"{file}: not a uti shard (format {meta.get('format')!r}, expected {FORMAT!r})")
-                if meta.get("token_space_hash") != space.hash:
-                    raise HashMismatchError(
-                        f"{file} was made with token space {meta.get('token_space_name')!r} hash "
-                        f"{meta.get('token_space_hash')}, but space {space.name!r} ({space.path}) has hash {space.hash}")
-                shard = Shard(file, f.get_tensor("ids"), f.get_tensor("offsets"), json.loads(meta["sources"]),
-                              json.loads(meta["meta"]))
-        except (OSError, SafetensorError) as err:
-            raise InputError(f"{file}: cannot read shard ({err}); delete it and its .done.json and rerun") from None
-        yield shard
+        yield _load_shard(file, space)
+
+
+def _load_shard(file: Path, space: Any) -> Shard:
+    """Read and check one shard: format, space hash, checksum (before the contents are used), then structure."""
+    from safetensors import SafetensorError, safe_open
+
+    fix = "delete it and its .done.json and rerun the batch"
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT:
+                raise InputError(f"{file}: not a uti shard (format {meta.get('format')!r}, expected {FORMAT!r})")
+            if meta.get("token_space_hash") != space.hash:
+                raise HashMismatchError(
+                    f"{file} was made with token space {meta.get('token_space_name')!r} hash "
+                    f"{meta.get('token_space_hash')}, but space {space.name!r} ({space.path}) has hash {space.hash}")
+            if set(f.keys()) != {"ids", "offsets"}:
+                raise InputError(f"{file}: expected tensors ids and offsets, got {sorted(f.keys())}; {fix}")
+            tensors = {k: f.get_tensor(k) for k in ("ids", "offsets")}
+    except (OSError, SafetensorError, RuntimeError, ValueError) as err:
+        if isinstance(err, UTIError):
+            raise
+        raise InputError(f"{file}: cannot read shard ({' '.join(str(err).split())[:200]}); {fix}") from None
+    if "checksum" not in meta:
+        raise InputError(f"{file}: shard has no checksum (written by an older uti); rerun `uti encode` with the same "
+                         "--out to re-encode it")
+    texts = [meta.get(k) for k in ("sources", "meta", "checksum")]
+    if not all(isinstance(t, str) for t in texts) or _checksum(tensors, texts[0], texts[1]) != texts[2]:
+        raise InputError(f"{file}: shard is damaged (its checksum does not match its contents); {fix}")
+    try:
+        sources, metas = json.loads(texts[0]), json.loads(texts[1])
+    except (ValueError, RecursionError):
+        raise InputError(f"{file}: malformed shard (sources or meta are not JSON); {fix}") from None
+    shard = Shard(file, tensors["ids"], tensors["offsets"], sources, metas, texts[2])
+    _check_structure(shard, fix)
+    return shard
+
+
+def _check_structure(shard: Shard, fix: str) -> None:
+    """Types and shapes of a checksummed shard (a shard written by other code can still be malformed)."""
+    ids, off, n = shard.ids, shard.offsets, len(shard.sources) if isinstance(shard.sources, list) else -1
+    ok = (n >= 0 and all(isinstance(s, str) for s in shard.sources) and isinstance(shard.meta, list)
+          and len(shard.meta) == n and all(isinstance(m, dict) for m in shard.meta)
+          and ids.dtype == torch.long and ids.ndim == 1 and off.dtype == torch.long and off.shape == (n + 1,)
+          and int(off[0]) == 0 and int(off[-1]) == ids.numel() and bool((off[1:] >= off[:-1]).all()))
+    if not ok:
+        raise InputError(f"{shard.path}: malformed shard (sources, meta and offsets disagree); {fix}")

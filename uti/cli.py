@@ -6,7 +6,7 @@
     uti encode --text "hello"      text -> IDs (images and audio: give a file)
     uti decode tokens.json         IDs -> text (or image features / waveform)
 
-Every command exits 0 on success, 1 when a check fails (`space verify`), 2 on bad input.
+Every command exits 0 on success, 1 when a check fails (`space verify`) or some batch inputs fail, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -128,31 +128,48 @@ def encode(path: str | None, text: str | None, space_ref: str, out: str | None, 
 
 def encode_batch(sp: TokenSpace, source: Path, out: str | None, part: str, shard_size: int, as_json: bool,
                  workers: int = 1) -> None:
-    """Batch mode of `uti encode`: inputs -> shards in OUT, a progress bar and a summary (see uti.batch)."""
+    """Batch mode of `uti encode`: inputs -> shards in OUT, a progress bar and a summary (see uti.batch).
+
+    Exits 1 when some inputs failed (they are listed, and a rerun retries them). Every encoder the part needs
+    is built here, in the main thread, before any worker thread starts: building one (transformers' lazy
+    imports, model loading) is not thread-safe, while encoding with a built one is.
+    """
+    import sys
+
     from .audio.cli import AUDIO_SUFFIXES, audio_encoder
-    from .batch import list_inputs, parse_part, run_batch
+    from .batch import list_inputs, parse_part, run_batch, select_part
     from .image.codec import IMAGE_EXTENSIONS
     from .image.commands import image_encoder
 
     if not out:
         raise InputError("batch mode needs --out FOLDER for the shards")
-    encoders: dict[str, object] = {}
+    part_ = parse_part(part)
 
-    def encode_one(p: str) -> tuple[list[int], dict]:
-        kind = "audio" if Path(p).suffix.lower() in AUDIO_SUFFIXES else "image"
-        if kind not in encoders:
-            encoders[kind] = audio_encoder(sp) if kind == "audio" else image_encoder(sp)
-        return encoders[kind](p)  # type: ignore[operator]
+    def kind(p: str) -> str:
+        return "audio" if Path(p).suffix.lower() in AUDIO_SUFFIXES else "image"
 
     paths = list_inputs(source, IMAGE_EXTENSIONS + AUDIO_SUFFIXES)
-    summary = run_batch(paths, encode_one, out, sp, shard_size=shard_size, part=parse_part(part), workers=workers)
+    build = {"audio": audio_encoder, "image": image_encoder}
+    encoders = {k: build[k](sp) for k in sorted({kind(p) for p in select_part(paths, part_)})}
+
+    def encode_one(p: str) -> tuple[list[int], dict]:
+        return encoders[kind(p)](p)
+
+    summary = run_batch(paths, encode_one, out, sp, shard_size=shard_size, part=part_, workers=workers,
+                        progress=sys.stderr.isatty())  # a bar only for a person watching, not in logs or pipes
     if as_json:
         emit_json(summary.to_json())
-        return
-    click.echo(f"{summary.ok}/{summary.total} encoded, {len(summary.failed)} failed; shards written "
-               f"{len(summary.written)}, skipped (done) {len(summary.skipped)} -> {out}")
-    for f in summary.failed:
-        click.echo(f"  failed {f['path']}: {f['reason']}")
+    else:
+        click.echo(f"{summary.ok}/{summary.total} encoded, {len(summary.failed)} failed; shards written "
+                   f"{len(summary.written)}, skipped (done) {len(summary.skipped)} -> {out}")
+        for r in summary.redone:
+            click.echo(f"  re-encoded {r['shard']}: {r['reason']}")
+        for f in summary.failed:
+            click.echo(f"  failed {f['path']}: {f['reason']}")
+    if summary.failed:
+        click.echo(f"error: {len(summary.failed)} of {summary.total} inputs failed (see the summary); fix or remove "
+                   "them and rerun the same command to retry only those", err=True)
+        raise SystemExit(1)
 
 
 def encode_file(sp: TokenSpace, path: Path) -> dict:

@@ -37,7 +37,11 @@ def _codec(space: Any) -> ImageCodec:
 
 
 def image_encoder(space: Any) -> Callable[[str], tuple[list[int], dict[str, Any]]]:
-    """`path -> (global ids, meta)` with the space's image codec loaded once (for batch mode)."""
+    """`path -> (global ids, meta)` with the space's image codec loaded once (for batch mode).
+
+    The codec is built now, in the caller's thread: building it lazily inside batch worker threads races.
+    """
+    _codec(space)
     return lambda path: encode_image(space, Path(path))
 
 

@@ -18,7 +18,7 @@ from click.core import ParameterSource
 
 from .cli_base import ErrorHandlingGroup, emit_json
 from .document import EncodedDocument, document_space, read_document, write_document
-from .errors import InputError, UTIError
+from .errors import InputError, TokenRangeError, UTIError
 from .space import DEFAULT_SPACE, TokenSpace
 
 __all__ = ["main"]
@@ -205,6 +205,13 @@ def decode_doc(sp: TokenSpace, doc: EncodedDocument, out: str | None) -> dict:
     if doc.modality not in sp.modalities:
         raise InputError(f"{doc.where}: modality {doc.modality} is not in space {sp.name!r}, which has "
                          f"{', '.join(sp.modalities)}")
+    try:
+        return _decode_by_modality(sp, doc, out)
+    except TokenRangeError as err:  # a bad ID or stream: name the document it is in
+        raise TokenRangeError(f"{doc.where}: {err}") from None
+
+
+def _decode_by_modality(sp: TokenSpace, doc: EncodedDocument, out: str | None) -> dict:
     if doc.modality == "text":
         from .text import TextCodec
 

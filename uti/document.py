@@ -159,7 +159,7 @@ def _dataclass(cls: type, value: Any, where: str) -> Any:
         raise InputError(f"{where} must be an object with keys {', '.join(fields)}, got {_describe(value)}")
     unknown = sorted(set(value) - set(fields))
     if unknown:
-        raise InputError(f"{where} has unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(fields)}")
+        raise InputError(f"{where} has unknown key(s) {_names(unknown)}; valid keys: {', '.join(fields)}")
     required = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in value]
     if required:
         raise InputError(f"{where} lacks required key(s) {', '.join(required)}")
@@ -171,10 +171,18 @@ def _dataclass(cls: type, value: Any, where: str) -> Any:
         raise InputError(f"{where}.{err}") from None
 
 
+def _names(keys: Any, limit: int = 5) -> str:
+    """At most `limit` keys, quoted and shortened, for a message."""
+    keys = sorted(keys)
+    return ", ".join(_SHOW.repr(k) for k in keys[:limit]) + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
 def _describe(value: Any) -> str:
     """A short, safe description of a JSON value for a message (never a deep or huge repr)."""
-    if isinstance(value, (dict, list)):
-        return f"a{'n object' if isinstance(value, dict) else ' list'} of {len(value)} item(s)"
+    if isinstance(value, dict):
+        return f"an object with key(s) {_names(value)}" if value else "an empty object"
+    if isinstance(value, list):
+        return f"a list of {len(value)} item(s)"
     if value is None or isinstance(value, bool):
         return json.dumps(value)
     return f"{type(value).__name__} {_SHOW.repr(value)}"
@@ -230,7 +238,7 @@ class EncodedDocument:
                              f"`uti encode --json`), got {_describe(obj)}")
         unknown = sorted(set(obj) - set(_KEYS))
         if unknown:
-            raise InputError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(_KEYS)}")
+            raise InputError(f"{where}: unknown key(s) {_names(unknown)}; valid keys: {', '.join(_KEYS)}")
         missing = [k for k in _KEYS[:3] if k not in obj]
         if missing:
             raise InputError(f"{where}: missing key(s) {', '.join(missing)} (output of `uti encode --json`)")

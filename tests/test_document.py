@@ -96,9 +96,10 @@ def test_audio_round_trip_equals_the_codec(tmp_path, tiny_space):
 @pytest.mark.parametrize("source, edit, needle", [
     ("audio/bell.oga", {"sample_rate": 16_000}, "meta.sample_rate is 16000, but"),
     ("audio/bell.oga", {"frames": 1}, "meta.frames is 1, but"),
+    ("audio/bell.oga", {"num_samples": 1000.7}, "meta.num_samples must be an integer, got float 1000.7"),
     ("panoramas/city.jpg", {"kind": "plain"}, "meta.kind says plain, but the IDs decode to panorama"),
     ("panoramas/city.jpg", {"layout": {"fov": 60.0}}, "meta.layout differs from the image layout"),
-], ids=["audio-rate", "audio-frames", "image-kind", "image-layout"])
+], ids=["audio-rate", "audio-frames", "audio-num_samples-float", "image-kind", "image-layout"])
 def test_meta_must_agree_with_space_and_ids(tmp_path, source, edit, needle):
     doc, path = encode_doc(tmp_path, str(ASSETS / source))
     doc["meta"].update(edit)

@@ -139,6 +139,7 @@ def test_file_over_the_size_limit_is_refused_before_reading(tmp_path):
         parse_document(b" " * (MAX_DOCUMENT_BYTES + 1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make, needle", [
     (lambda d: d.write_bytes(b""), "is empty"),
     (lambda d: d.write_bytes(b"PK\x03\x04" + b"\0" * 60), "not a complete zip archive"),

@@ -126,6 +126,8 @@ def _at_least(obj: Any, name: str, low: int) -> None:
 
 def _typed(hint: Any, value: Any, where: str) -> Any:
     """`value` checked against type `hint` (no coercion); dataclass hints build the dataclass from a dict."""
+    if hint is Any:
+        return value
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         for arg in args:
@@ -232,7 +234,7 @@ class EncodedDocument:
 
     @classmethod
     def from_json(cls, obj: Any, where: str = "encoded document") -> EncodedDocument:
-        """Validate a parsed JSON value as a document (the IDs first, before anything else)."""
+        """Validate a parsed JSON value as a document (construction checks the IDs before anything else)."""
         if type(obj) is not dict:
             raise InputError(f"{where}: expected a JSON object with keys {', '.join(_KEYS)} (output of "
                              f"`uti encode --json`), got {_describe(obj)}")
@@ -242,7 +244,6 @@ class EncodedDocument:
         missing = [k for k in _KEYS[:3] if k not in obj]
         if missing:
             raise InputError(f"{where}: missing key(s) {', '.join(missing)} (output of `uti encode --json`)")
-        _check_ids(obj["ids"], where)
         space = obj["token_space"]
         if type(space) is not dict or set(space) != set(_SPACE_KEYS):
             raise InputError(f"{where}: token_space must be an object with exactly the keys name and hash, "
@@ -263,10 +264,10 @@ def _check_ids(ids: Any, where: str) -> None:
         raise InputError(f"{where}: ids must be a list of integers, got {_describe(ids)}")
     if len(ids) > MAX_IDS:
         raise InputError(f"{where}: {len(ids)} ids; a document holds at most {MAX_IDS} (use batch shards)")
-    for i, v in enumerate(ids):
-        if type(v) is not int:
-            raise InputError(f"{where}: ids[{i}] is {_describe(v)}; IDs are integers (not booleans, floats, "
-                             "strings or lists)")
+    if set(map(type, ids)) - {int}:  # exact ints only: bool, float, str, list, None are refused
+        i, v = next((i, v) for i, v in enumerate(ids) if type(v) is not int)
+        raise InputError(f"{where}: ids[{i}] is {_describe(v)}; IDs are integers (not booleans, floats, "
+                         "strings or lists)")
     if ids and not (0 <= min(ids) and max(ids) < ID_LIMIT):
         i, v = next((i, v) for i, v in enumerate(ids) if not 0 <= v < ID_LIMIT)
         raise InputError(f"{where}: ids[{i}] is {_SHOW.repr(v)}; IDs lie in [0, 2**31)")

@@ -215,3 +215,17 @@ def test_a_codec_can_register_its_modality(monkeypatch, tiny_space):
         EncodedDocument("tiny", tiny_space.hash, "depth", [1], {"scale": 2})
     with pytest.raises(InputError, match="meta.scale must be a number, got str"):
         EncodedDocument("tiny", tiny_space.hash, "depth", [1], {"height": 4, "scale": "2"})
+
+
+def test_a_kill_while_writing_leaves_the_old_or_the_new_document(tmp_path, tiny_space):
+    from killpoints import file_ops, kill_at_each_file_op
+
+    old = EncodedDocument.for_space(tiny_space, "text", [1, 2], {"chars": 2})
+    new = EncodedDocument.for_space(tiny_space, "text", [3, 4, 5], {"chars": 3})
+    path = tmp_path / "d.json"
+    write_document(path, old)
+    count = len(file_ops(lambda: write_document(path, old)))
+    assert count >= 3
+    for k in kill_at_each_file_op(lambda: write_document(path, new), count):
+        assert read_document(path) in ((new,) if k == count else (old, new))  # never half a document
+        write_document(path, old)

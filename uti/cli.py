@@ -224,7 +224,8 @@ def _decode_by_modality(sp: TokenSpace, doc: EncodedDocument, out: str | None) -
         from .image.commands import decode_image_doc
 
         return decode_image_doc(sp, doc, out)
-    raise InputError(f"{doc.where}: `uti decode` cannot decode modality {doc.modality!r}; it decodes text, image, audio")
+    raise InputError(f"{doc.where}: `uti decode` cannot decode modality {doc.modality!r}; "
+                     "it decodes text, image and audio")
 
 
 from .audio.cli import audio as _audio_group  # noqa: E402  (`uti audio ...`)

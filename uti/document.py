@@ -25,7 +25,6 @@ import sys
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from .errors import HashMismatchError, InputError, SpaceError

@@ -4,7 +4,7 @@
     uti space verify token_spaces/*/token_space.json
     uti space build config.yaml --out token_spaces/mine
     uti encode --text "hello"      text -> IDs (images and audio: give a file)
-    uti decode tokens.json         IDs -> text (or image features / waveform)
+    uti decode tokens.json         IDs -> text (or image features / waveform); `-` reads standard input
 
 Every command exits 0 on success, 1 when a check fails (`space verify`) or some batch inputs fail, 2 on bad input.
 """
@@ -14,11 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from .cli_base import ErrorHandlingGroup, emit_json
-from .errors import InputError, UTIError
-from .io import atomic_write_json
-from .space import DEFAULT_SPACE, TokenSpace, load_ids_json
+from .document import EncodedDocument, document_space, read_document, write_document
+from .errors import InputError, TokenRangeError, UTIError
+from .space import DEFAULT_SPACE, TokenSpace
 
 __all__ = ["main"]
 
@@ -88,16 +89,11 @@ def space_build(config: str, out: str, as_json: bool) -> None:
         click.echo(f"wrote {sp.path}  hash {sp.hash}  total {sp.total}")
 
 
-def _header(sp: TokenSpace, modality: str) -> dict:
-    return {"token_space": {"name": sp.name, "hash": sp.hash}, "modality": modality}
-
-
-def encode_text(sp: TokenSpace, text: str) -> dict:
+def encode_text(sp: TokenSpace, text: str) -> EncodedDocument:
     """`uti encode --text` document."""
     from .text import TextCodec
 
-    ids = TextCodec.from_space(sp).encode(text)
-    return {**_header(sp, "text"), "ids": ids, "meta": {"chars": len(text)}}
+    return EncodedDocument.for_space(sp, "text", TextCodec.from_space(sp).encode(text), {"chars": len(text)})
 
 
 @main.command()
@@ -172,7 +168,7 @@ def encode_batch(sp: TokenSpace, source: Path, out: str | None, part: str, shard
         raise SystemExit(1)
 
 
-def encode_file(sp: TokenSpace, path: Path) -> dict:
+def encode_file(sp: TokenSpace, path: Path) -> EncodedDocument:
     """Encode one file by its modality (image or audio)."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
@@ -184,33 +180,33 @@ def encode_file(sp: TokenSpace, path: Path) -> dict:
 
     if is_image_file(path):
         ids, meta = encode_image(sp, path)
-        return {**_header(sp, "image"), "ids": ids, "meta": meta}
+        return EncodedDocument.for_space(sp, "image", ids, meta)
     raise InputError(f"{path}: unsupported file type {path.suffix!r}")
 
 
-def _emit(doc: dict, out: str | None, as_json: bool) -> None:
+def _emit(doc: EncodedDocument, out: str | None, as_json: bool) -> None:
     if out:
-        atomic_write_json(out, doc)
-    if as_json or not out:
-        if as_json:
-            emit_json(doc)
-        else:
-            ids = doc["ids"]
-            click.echo(f"{doc['modality']}: {len(ids)} IDs in space {doc['token_space']['name']} "
-                       f"({doc['token_space']['hash'][:12]})")
-            click.echo(" ".join(map(str, ids)))
+        write_document(out, doc)
+    if as_json:
+        click.echo(doc.dumps())
+    elif not out:
+        click.echo(f"{doc.modality}: {len(doc.ids)} IDs in space {doc.space_name} ({doc.space_hash[:12]})")
+        click.echo(" ".join(map(str, doc.ids)))
 
 
 @main.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@SPACE_OPTION
+@click.argument("file", metavar="FILE|-")
+@click.option("--space", "space_ref", help="Token space to decode with: a shipped name or a path to token_space.json "
+              "[default: the registered space the document names].")
 @click.option("--out", type=click.Path(), help="Where to write decoded media (audio: a .wav; images: .safetensors).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON result.")
-def decode(file: str, space_ref: str, out: str | None, as_json: bool) -> None:
-    """Decode an `uti encode --json` document back to text (or image features / a waveform)."""
-    doc = load_ids_json(file)
-    sp = TokenSpace.load(doc["token_space"].get("name", space_ref) if space_ref == DEFAULT_SPACE else space_ref)
-    sp.check_hash(doc["token_space"].get("hash"), file)
+@click.pass_context
+def decode(ctx: click.Context, file: str, space_ref: str | None, out: str | None, as_json: bool) -> None:
+    """Decode an `uti encode --json` document (FILE, or - for standard input) back to text, image features or
+    a waveform."""
+    doc = read_document(file)
+    explicit = ctx.get_parameter_source("space_ref") not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+    sp = document_space(doc, space_ref if explicit else None)
     result = decode_doc(sp, doc, out)
     if as_json:
         emit_json(result)
@@ -221,21 +217,32 @@ def decode(file: str, space_ref: str, out: str | None, as_json: bool) -> None:
         click.echo(" ".join(f"{k}={v}" for k, v in result.items() if not isinstance(v, (list, dict))))
 
 
-def decode_doc(sp: TokenSpace, doc: dict, out: str | None) -> dict:
-    """Decode a document by modality."""
-    from .text import TextCodec
+def decode_doc(sp: TokenSpace, doc: EncodedDocument, out: str | None) -> dict:
+    """Decode a validated document by modality with space `sp` (whose hash the caller checked)."""
+    if doc.modality not in sp.modalities:
+        raise InputError(f"{doc.where}: modality {doc.modality} is not in space {sp.name!r}, which has "
+                         f"{', '.join(sp.modalities)}")
+    try:
+        return _decode_by_modality(sp, doc, out)
+    except TokenRangeError as err:  # a bad ID or stream: name the document it is in
+        raise TokenRangeError(f"{doc.where}: {err}") from None
 
-    if doc["modality"] == "text":
-        return {"modality": "text", "text": TextCodec.from_space(sp).decode(doc["ids"])}
-    if doc["modality"] == "audio":
+
+def _decode_by_modality(sp: TokenSpace, doc: EncodedDocument, out: str | None) -> dict:
+    if doc.modality == "text":
+        from .text import TextCodec
+
+        return {"modality": "text", "text": TextCodec.from_space(sp).decode(doc.ids)}
+    if doc.modality == "audio":
         from .audio.cli import decode_audio_doc
 
         return decode_audio_doc(sp, doc, out)
-    if doc["modality"] == "image":
-        from .image.commands import decode_image
+    if doc.modality == "image":
+        from .image.commands import decode_image_doc
 
-        return decode_image(sp, doc["ids"], out)
-    raise InputError(f"cannot decode modality {doc['modality']!r}; expected text, image or audio")
+        return decode_image_doc(sp, doc, out)
+    raise InputError(f"{doc.where}: `uti decode` cannot decode modality {doc.modality!r}; "
+                     "it decodes text, image and audio")
 
 
 from .audio.cli import audio as _audio_group  # noqa: E402  (`uti audio ...`)

@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from .errors import HashMismatchError, InputError, MissingAssetError, SpaceError, TokenRangeError
+from .errors import HashMismatchError, MissingAssetError, SpaceError, TokenRangeError
 from .hashing import hash_json
 from .io import atomic_write_json
 from .specials import BASE_SPECIALS, view_specials
@@ -378,13 +378,3 @@ def check_ids(space: TokenSpace, ids: Sequence[int]) -> None:
         bad = int(arr[(arr < 0) | (arr >= space.ranges["padding"].start)].flat[0])
         raise TokenRangeError(f"ID {bad} is outside the used IDs [0, {space.ranges['padding'].start}) of space {space.name!r}")
 
-
-def load_ids_json(path: str | os.PathLike) -> dict:
-    """Read an `uti encode --json` document, with a one-line error for malformed files."""
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path}: cannot read encoded JSON: {err}") from None
-    if not isinstance(doc, dict) or not {"token_space", "modality", "ids"} <= set(doc):
-        raise InputError(f"{path}: expected keys token_space, modality, ids (output of `uti encode --json`)")
-    return doc

@@ -5,7 +5,7 @@ Kept here so `uti/cli.py` only dispatches; each function is a thin layer over `A
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +13,7 @@ import click
 
 from ..cli_base import emit_json
 from ..codec import Encoded
+from ..document import EncodedDocument
 from ..errors import InputError
 
 __all__ = ["AUDIO_SUFFIXES", "audio", "audio_encoder", "decode_audio_doc", "encode_audio_doc", "is_audio_path"]
@@ -38,33 +39,32 @@ def audio_encoder(space) -> Callable[[str], tuple[list[int], dict[str, Any]]]:
     return encode_one
 
 
-def encode_audio_doc(space, path: Path) -> dict:
+def encode_audio_doc(space, path: Path) -> EncodedDocument:
     """The `uti encode FILE --json` document of one audio file."""
     ids, meta = audio_encoder(space)(str(path))
-    return {"token_space": {"name": space.name, "hash": space.hash}, "modality": "audio", "ids": ids,
-            "meta": {**meta, "source": Path(path).name}}
+    return EncodedDocument.for_space(space, "audio", ids, {**meta, "source": Path(path).name})
 
 
-def decode_audio_doc(space, doc: dict, out: str | None) -> dict:
-    """Decode an audio document to the waveform file `out` (atomic write, chunk by chunk)."""
+def decode_audio_doc(space, doc: EncodedDocument, out: str | None) -> dict:
+    """Decode an audio document to the waveform file `out` (atomic write, chunk by chunk).
+
+    The document's meta must agree with the codec (sample rate, channels, frames); `num_samples` trims the end.
+    """
     from .codec import AudioCodec
 
     if not out:
         raise InputError("decoding audio needs --out FILE (.wav, .flac or .ogg)")
     codec = AudioCodec.from_space(space)
-    meta = doc.get("meta") or {}
-    if not isinstance(meta, dict):
-        raise InputError("the document's meta must be a JSON object")
-    enc: Encoded = codec.from_ids(_as_ints(doc["ids"]), {k: meta[k] for k in ("num_samples",) if k in meta})
+    meta = doc.typed_meta
+    enc: Encoded = codec.from_ids(doc.ids, {} if meta.num_samples is None else {"num_samples": meta.num_samples})
+    found = {"sample_rate": codec.sample_rate, "channels": codec.channels, "frames": int(enc.codes.shape[1])}
+    for key, value in found.items():
+        if getattr(meta, key) not in (None, value):
+            raise InputError(f"{doc.where}: meta.{key} is {getattr(meta, key)}, but the IDs and the space's codec "
+                             f"give {value}; the document was edited or belongs to another codec")
     n = codec.decode_to_file(enc, out)
     return {"modality": "audio", "out": str(out), "sample_rate": codec.sample_rate, "num_samples": n,
             "seconds": round(n / codec.sample_rate, 3), "frames": int(enc.codes.shape[1])}
-
-
-def _as_ints(ids: Sequence[Any]) -> list[int]:
-    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise InputError("the document's ids must be a list of integers")
-    return ids
 
 
 @click.group()

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -56,15 +57,33 @@ def rename_original_key(key: str) -> str:
 
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror or err})") from None
+    if not head:
+        raise InputError(f"{path}: is empty; expected an original EnCodec .th checkpoint")
+    if not zipfile.is_zipfile(path) and head != b"\x80\x02":  # torch's zip format, or its legacy pickle format
+        raise InputError(f"{path}: not a weights-only torch checkpoint (not a complete zip archive: truncated "
+                         "or another format); expected an original EnCodec .th checkpoint")
+    try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - missing, not a torch file, or it needs pickled code
-        raise InputError(f"{path}: cannot read as a weights-only torch checkpoint ({str(err).splitlines()[0]})") from None
+    except Exception as err:  # noqa: BLE001 - corrupt archive, or it needs pickled code
+        raise InputError(f"{path}: cannot read as a weights-only torch checkpoint ({_reason(err)})") from None
     for wrapper in ("best_state", "state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"{path}: expected a state dict of tensors (an original EnCodec .th checkpoint)")
     return state
+
+
+def _reason(err: Exception) -> str:
+    """The informative line of torch.load's (often many-line) error, without its advice to drop weights_only."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    line = next((x for x in lines if x.startswith("WeightsUnpickler error")), lines[0] if lines else "")
+    line = re.sub(r"^\[enforce fail at [^\]]*\]\s*\.?\s*", "", line)  # a C++ location, not a reason
+    return line.split(". ")[0].rstrip(".") or type(err).__name__
 
 
 def _config(preset: str, config_path: str | Path | None):

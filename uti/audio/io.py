@@ -71,7 +71,8 @@ def _open(path: str | Path) -> sf.SoundFile:
     try:
         f = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as err:
-        raise InputError(f"{path}: not a readable audio file ({err}); use wav, flac or ogg") from None
+        reason = getattr(err, "error_string", None) or err  # libsndfile's own message repeats the path
+        raise InputError(f"{path}: not a readable audio file ({reason}); use wav, flac or ogg") from None
     problem = None
     if f.frames == 0:
         problem = "is empty (0 samples)"

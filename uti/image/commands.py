@@ -9,13 +9,14 @@ from typing import Any
 
 import click
 
+from ..document import EncodedDocument
 from ..errors import HashMismatchError, InputError
 from ..io import atomic_save_safetensors
 from .codec import IMAGE_EXTENSIONS, ImageCodec, decode_codes, from_ids, to_ids
 from .layout import Layout
 from .vq import Codebook
 
-__all__ = ["codebook", "decode_image", "encode_image", "image_encoder", "is_image_file"]
+__all__ = ["codebook", "decode_image", "decode_image_doc", "encode_image", "image_encoder", "is_image_file"]
 
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
 
@@ -71,6 +72,23 @@ def decode_image(space: Any, ids: list[int], out: str | None) -> dict[str, Any]:
         atomic_save_safetensors(out, tensors, {"token_space_hash": space.hash, "views": json.dumps(dec["views"])})
         result["out"] = str(out)
     return result
+
+
+def decode_image_doc(space: Any, doc: EncodedDocument, out: str | None) -> dict[str, Any]:
+    """Decode an image document (see `decode_image`); its meta must agree with the space and the IDs."""
+    meta = doc.typed_meta
+    if meta.layout is not None and meta.layout != space.abi["image"]["layout"]:
+        raise InputError(f"{doc.where}: meta.layout differs from the image layout of space {space.name!r}; "
+                         "the document was edited or made with another layout")
+    encoded = from_ids(doc.ids, space)  # checked before anything is written to `out`
+    found = {"kind": encoded.meta["kind"], "grid": list(encoded.meta["grid"]), "views": int(encoded.codes.shape[0])}
+    for key, value in found.items():
+        have = getattr(meta, key)
+        have = len(have) if key == "views" and have is not None else have
+        if have not in (None, value):
+            raise InputError(f"{doc.where}: meta.{key} says {have}, but the IDs decode to {value}; "
+                             "the document was edited")
+    return decode_image(space, doc.ids, out)
 
 
 @click.group()

@@ -152,7 +152,7 @@ def test_cli_encode_decode_batch_and_fit(space, tmp_path):
         shutil.copy(ASSETS / name, src / name)
     (src / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     r = run.invoke(main, ["encode", str(src), "--space", sp, "--out", str(tmp_path / "sh"), "--json"])
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 1, r.output  # a batch with a failed input exits 1 and lists it
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["ok"] == 2 and summary["failed"][0]["path"].endswith("broken.jpg")
     # codebook fit on the folder (the broken file is skipped and reported)

@@ -9,12 +9,11 @@ import torch
 
 from tokenlm.checkpoint import (
     MANIFEST_FILE,
-    ROWS_FILE,
-    SPACE_FILE,
     CheckpointError,
     load_legacy_rows,
     load_rows,
     read_manifest,
+    rows_file,
     save_rows,
 )
 from tokenlm.model import apply_stage, grow_model, load_base, trainable_row_params
@@ -48,7 +47,10 @@ def _logits(model, space):
 def test_round_trip_gives_identical_logits_and_small_files(tmp_path, space, tied):
     model = _trained(space, tied)
     save_rows(model, tmp_path, space, base_model="tiny-test")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([ROWS_FILE, MANIFEST_FILE, SPACE_FILE])
+    man = read_manifest(tmp_path)
+    names = [man["files"]["tensors"]["name"], man["files"]["space"]["name"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names + [MANIFEST_FILE])
+    assert names[0].startswith("trainable_rows.") and names[1].startswith("token_space.")
     loaded = load_rows(tiny_qwen3(tied=tied), tmp_path)
     torch.testing.assert_close(_logits(loaded, space), _logits(model, space), rtol=0, atol=0)
     man = read_manifest(tmp_path)
@@ -57,7 +59,7 @@ def test_round_trip_gives_identical_logits_and_small_files(tmp_path, space, tied
     assert man["token_space"]["hash"] == space.hash and man["base_model"] == "tiny-test" and man["stage"] == "rows"
     assert set(man["tensors"]) == ({"embed_rows"} if tied else {"embed_rows", "head_rows"})
     row_bytes = n_rows * 64 * 4 * (1 if tied else 2)
-    assert row_bytes <= (tmp_path / ROWS_FILE).stat().st_size < row_bytes + 1024
+    assert row_bytes <= rows_file(tmp_path).stat().st_size < row_bytes + 1024
 
 
 def test_lora_round_trip(tmp_path, space):
@@ -78,27 +80,28 @@ def test_refuses_other_base_space_and_dtype(tmp_path, space):
     other = tiny_space(audio=(3, 16))
     with pytest.raises(HashMismatchError) as err:
         load_rows(tiny_qwen3(), tmp_path, other)
-    assert space.hash in str(err.value) and other.hash in str(err.value) and SPACE_FILE in str(err.value)
+    assert space.hash in str(err.value) and other.hash in str(err.value) and "token_space." in str(err.value)
     with pytest.raises(CheckpointError, match="bfloat16"):
         load_rows(tiny_qwen3(dtype=torch.bfloat16), tmp_path)
 
 
 def test_refuses_damaged_files(tmp_path, space):
     save_rows(_trained(space), tmp_path, space)
-    data = (tmp_path / ROWS_FILE).read_bytes()
-    (tmp_path / ROWS_FILE).write_bytes(data[: len(data) // 2])
+    path = rows_file(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated"):
         load_rows(tiny_qwen3(), tmp_path)
     edited = bytearray(data)
     edited[-3] ^= 0xFF  # flip bits inside the last tensor's values
-    (tmp_path / ROWS_FILE).write_bytes(bytes(edited))
+    path.write_bytes(bytes(edited))
     with pytest.raises(CheckpointError, match="edited or damaged"):
         load_rows(tiny_qwen3(), tmp_path)
-    (tmp_path / ROWS_FILE).write_bytes(data)
+    path.write_bytes(data)
     man = json.loads((tmp_path / MANIFEST_FILE).read_text())
     man["stage"] = "full"
     (tmp_path / MANIFEST_FILE).write_text(json.dumps(man))
-    with pytest.raises(CheckpointError, match="requires_grad"):
+    with pytest.raises(CheckpointError, match="content hash"):
         load_rows(tiny_qwen3(), tmp_path)
     (tmp_path / MANIFEST_FILE).unlink()
     with pytest.raises(UTIError, match="not a rows checkpoint"):

@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from safetensors.torch import load_file
 
 from uti.config import to_dict
 from uti.io import atomic_write_text
 
-from .checkpoint import LORA_WEIGHTS, WEIGHTS, save_connector
+from .checkpoint import checkpoint_tensors, save_connector
 from .data import IGNORE, CaptionExample, collate_captions, shuffled_images
 from .errors import ConnectorError
 from .train_state import latest_step_dir, load_optimizer, prune_step_dirs, read_state, save_optimizer, write_state
@@ -134,11 +133,12 @@ def _resume(vlm: ContinuousVLM, opt: torch.optim.Optimizer, out_dir: Path) -> tu
     if step_dir is None:
         return 0, []
     state = read_state(step_dir)
-    vlm.connector.load_state_dict(load_file(str(step_dir / WEIGHTS)))
+    weights, lora = checkpoint_tensors(step_dir)
+    vlm.connector.load_state_dict(weights)
     if vlm.lora:
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(vlm.llm, load_file(str(step_dir / LORA_WEIGHTS)))
+        set_peft_model_state_dict(vlm.llm, lora)
     load_optimizer(opt, step_dir, state["optimizer"])
     return int(state["step"]), list(state["losses"])
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from connectors import ContinuousVLM, TowerMismatchError, WidthMismatchError, expand_image_placeholders
-from connectors.checkpoint import LORA_WEIGHTS, MANIFEST, WEIGHTS, load_connector, save_connector
+from connectors import ConnectorError, ContinuousVLM, TowerMismatchError, WidthMismatchError, expand_image_placeholders
+from connectors.checkpoint import MANIFEST, checkpoint_tensors, load_connector, read_manifest, save_connector
 from connectors.testing import TINY_FEAT as FEAT
 from connectors.testing import TINY_IDS as IDS
 from connectors.testing import byte_encode as encode
@@ -28,12 +28,13 @@ def _ids_and_image(vlm: ContinuousVLM) -> tuple[torch.Tensor, list]:
 def test_round_trip_gives_same_outputs_and_generates(tmp_path) -> None:
     vlm = ContinuousVLM(tiny_llm(), tiny_connector(), IDS)
     save_connector(vlm, tmp_path, TOWER, space_hash="f" * 32)
-    assert {p.name for p in tmp_path.iterdir()} == {MANIFEST, WEIGHTS}
+    weights = tmp_path / read_manifest(tmp_path)["files"]["weights"]["name"]
+    assert {p.name for p in tmp_path.iterdir()} == {MANIFEST, weights.name}
     manifest = json.loads((tmp_path / MANIFEST).read_text())
     assert manifest["tower"]["hidden_size"] == FEAT and manifest["llm"]["hidden_size"] == 64
     assert manifest["stage"] == "connector"
     # a saved connector is small: no LLM weights in it
-    assert (tmp_path / WEIGHTS).stat().st_size < 4 * sum(p.numel() for p in vlm.connector.parameters()) + 10_000
+    assert weights.stat().st_size < 4 * sum(p.numel() for p in vlm.connector.parameters()) + 10_000
     loaded = load_connector(tmp_path, tiny_llm(), TOWER, space_hash="f" * 32)
     ids, images = _ids_and_image(vlm)
     torch.testing.assert_close(loaded(ids, images).logits, vlm(ids, images).logits)
@@ -51,7 +52,7 @@ def test_lora_round_trip(tmp_path) -> None:
             if "lora_B" in name:
                 p.normal_()  # LoRA B starts at zero; make the adapter matter
     save_connector(vlm, tmp_path, TOWER)
-    assert (tmp_path / LORA_WEIGHTS).is_file()
+    assert checkpoint_tensors(tmp_path)[1]
     loaded = load_connector(tmp_path, tiny_llm(), TOWER)
     ids, images = _ids_and_image(vlm)
     torch.testing.assert_close(loaded(ids, images).logits, vlm.eval()(ids, images).logits)
@@ -80,8 +81,9 @@ def test_refuses_other_tower_llm_or_damaged_file(tmp_path) -> None:
         save_connector(vlm, tmp_path / "x", TOWER | {"hidden_size": 48})
     from safetensors.torch import load_file, save_file
 
-    tensors = load_file(str(tmp_path / WEIGHTS))
+    weights = tmp_path / read_manifest(tmp_path)["files"]["weights"]["name"]
+    tensors = load_file(str(weights))
     tensors["special_rows"] = tensors["special_rows"] + 1
-    save_file(tensors, str(tmp_path / WEIGHTS))
-    with pytest.raises(HashMismatchError, match="damaged"):
+    save_file(tensors, str(weights))
+    with pytest.raises(ConnectorError, match="damaged"):
         load_connector(tmp_path, tiny_llm(), TOWER)

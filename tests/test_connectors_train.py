@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from connectors import ContinuousVLM
-from connectors.checkpoint import LORA_WEIGHTS, load_connector
+from connectors.checkpoint import checkpoint_tensors, load_connector
 from connectors.testing import TINY_FEAT, TINY_IDS, byte_encode, tiny_connector, tiny_llm, toy_captions
 from connectors.train import ConnectorTrainConfig, train_connector
 from connectors.train_state import latest_step_dir
@@ -53,7 +53,7 @@ def test_stage2_lora_checkpoint_loads_and_generates(tmp_path) -> None:
     vlm = _vlm()
     res = train_connector(vlm, toy_captions(4, 0), toy_captions(2, 1), encode=byte_encode, config=cfg,
                           out_dir=tmp_path, tower=TOWER, space_hash="a" * 32)
-    assert (res.final_dir / LORA_WEIGHTS).is_file() and set(res.eval) == {"loss", "shuffled_loss", "gap"}
+    assert checkpoint_tensors(res.final_dir)[1] and set(res.eval) == {"loss", "shuffled_loss", "gap"}
     trained = {n for n, p in vlm.named_parameters() if p.requires_grad}
     assert any("lora_A" in n for n in trained) and not any("lora" not in n and n.startswith("llm") for n in trained)
     loaded = load_connector(res.final_dir, tiny_llm(), TOWER, space_hash="a" * 32)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tokenlm.ckpt_store import content_name
 from tokenlm.rows_manifest import FileRef, TensorSpec, content_hash
 from tokenlm.schema import parse
 
@@ -87,6 +88,10 @@ class ConnectorManifest:
               f"stage {self.stage!r} with lora {'null' if self.lora is None else 'set'}: stage lora needs its LoRA "
               "settings, tensors and file, stage connector has none")
         _need(set(self.files) <= {"weights", "lora"} and "weights" in self.files, "files must name weights [and lora]")
+        for role, ref in self.files.items():
+            stem = "connector" if role == "weights" else "lora"
+            _need(ref.name == content_name(stem, ref.hash, ".safetensors"),
+                  f"files.{role}.name is {ref.name!r:.80}, expected {stem}.<16 hex of its hash>.safetensors")
         _need(self.connector.llm_width == self.llm.hidden_size,
               f"connector.llm_width {self.connector.llm_width} != llm.hidden_size {self.llm.hidden_size}")
         if self.lora is not None:

@@ -44,7 +44,8 @@ from .model import apply_stage, grow_model, grown_modules, growth_info, trainabl
 from .rows_manifest import FORMAT, VERSION, content_hash, parse_manifest
 
 __all__ = ["CheckpointError", "ROWS_STEM", "MANIFEST_FILE", "SPACE_STEM", "LEGACY_FILE", "base_fingerprint",
-           "save_rows", "load_rows", "read_manifest", "checkpoint_space", "load_legacy_rows", "rows_file"]
+           "save_rows", "load_rows", "read_manifest", "checkpoint_space", "check_space", "load_legacy_rows",
+           "rows_file"]
 
 ROWS_STEM, SPACE_STEM, MANIFEST_FILE = "trainable_rows", "token_space", "trainable_rows.json"
 LEGACY_FILE = "trainable_rows.pt"
@@ -178,8 +179,13 @@ def checkpoint_space(ckpt_dir: str | Path, manifest: dict | None = None) -> Toke
     return _own_space(ckpt_dir, manifest)
 
 
+def check_space(ckpt_dir: str | Path, manifest: dict, space: TokenSpace | None = None) -> TokenSpace:
+    """The space to use (`space`, else the folder's copy, its file hash checked); refuses a checkpoint of
+    another space, showing both hashes and both files."""
+    return _check_space(manifest, Path(ckpt_dir), space)
+
+
 def _check_space(manifest: dict, ckpt_dir: Path, space: TokenSpace | None) -> TokenSpace:
-    """The space to use; refuses a checkpoint of another space, showing both hashes and both files."""
     own = _own_space(ckpt_dir, manifest)
     recorded = manifest["token_space"]["hash"]
     if own.hash != recorded:

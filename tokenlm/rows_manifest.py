@@ -16,7 +16,7 @@ from typing import Any
 
 from uti.hashing import hash_json
 
-from .ckpt_store import DTYPES
+from .ckpt_store import DTYPES, content_name
 from .schema import parse
 
 __all__ = ["FORMAT", "VERSION", "RowsManifest", "LoraSpec", "TensorSpec", "FileRef", "SpaceRef", "parse_manifest",
@@ -146,6 +146,10 @@ class RowsManifest:
         _need(len(self.tensors) <= MAX_TENSORS and len(self.trained) <= MAX_TENSORS, "too many tensors")
         _need(set(self.files) == {"tensors", "space"}, "files must name exactly tensors and space")
         _need(self.files["tensors"].hash == self.tensors_hash, "files.tensors.hash differs from tensors_hash")
+        for role, stem, ext in (("tensors", "trainable_rows", ".safetensors"), ("space", "token_space", ".json")):
+            ref = self.files[role]
+            _need(ref.name == content_name(stem, ref.hash, ext),
+                  f"files.{role}.name is {ref.name!r:.80}, expected {stem}.<16 hex of its hash>{ext}")
 
 
 def content_hash(data: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ __all__ = ["content_name", "data_path", "commit", "clean_stale_temps", "read_jso
            "MAX_MANIFEST_BYTES", "DTYPES"]
 
 MAX_MANIFEST_BYTES = 4 << 20  # a manifest is a few KB; refuse to parse anything larger
-DTYPES = {"float32": 4, "bfloat16": 2, "float16": 2}  # tensor dtypes a checkpoint may hold, and their sizes
+DTYPES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}  # tensor dtypes a checkpoint may hold, and their sizes
 
 
 def content_name(stem: str, digest: str, ext: str) -> str:

@@ -87,3 +87,69 @@ def test_refuses_other_tower_llm_or_damaged_file(tmp_path) -> None:
     save_file(tensors, str(weights))
     with pytest.raises(ConnectorError, match="damaged"):
         load_connector(tmp_path, tiny_llm(), TOWER)
+
+
+def _edit(path, rehash: bool, **changes) -> None:
+    """Edit `connector.json` (keys joined by `__` for nesting); `rehash` recomputes its content hash."""
+    from connectors.manifest import content_hash
+
+    man = json.loads((path / MANIFEST).read_text())
+    for key, value in changes.items():
+        *parents, leaf = key.split("__")
+        target = man
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    if rehash:
+        man["content_hash"] = content_hash(man)
+    (path / MANIFEST).write_text(json.dumps(man))
+
+
+def _lora_vlm() -> ContinuousVLM:
+    vlm = ContinuousVLM(tiny_llm(), tiny_connector(), IDS)
+    add_lora(vlm, r=2, alpha=4)
+    return vlm
+
+
+def test_refuses_another_llm_of_the_same_shape(tmp_path) -> None:
+    save_connector(ContinuousVLM(tiny_llm(), tiny_connector(), IDS), tmp_path, TOWER)
+    with pytest.raises(TowerMismatchError, match="fingerprint"):
+        load_connector(tmp_path, tiny_llm(seed=5), TOWER)  # same widths and vocabulary, other weights
+
+
+@pytest.mark.parametrize("changes", [{"lora": None}, {"stage": "connector"}, {"lora__alpha": 64},
+                                     {"connector__view_freqs": 8}, {"extra": {"x": 1}}])
+def test_manifest_edits_are_refused(tmp_path, changes) -> None:
+    save_connector(_lora_vlm(), tmp_path, TOWER)
+    _edit(tmp_path, rehash=False, **changes)
+    with pytest.raises(ConnectorError, match="content hash .* edited or damaged"):
+        load_connector(tmp_path, tiny_llm(), TOWER)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"lora": None}, "stage lora needs its LoRA settings"),  # silently dropped the LoRA before
+    ({"lora__r": 2_000_000}, "exceeds the LLM width"),
+    ({"lora__rank": 2}, "unknown key.*rank"),
+    ({"connector__resampler_cfg__num_latents": 10**9}, "more than its LLM's"),  # refused on the meta device
+    ({"connector__resampler_cfg__num_latents": "64"}, "cannot be built|expected"),
+    ({"connector__resampler_cfg__heads": 3}, "cannot be built|divisible|tensor list"),
+    ({"tensors__special_rows__shape": [2, 10**6]}, "tensor list does not match"),
+    ({"files__weights__name": "../x.safetensors"}, "expected connector"),
+])
+def test_rehashed_manifest_is_bounded_before_building(tmp_path, changes, message) -> None:
+    save_connector(_lora_vlm(), tmp_path, TOWER)
+    _edit(tmp_path, rehash=True, **changes)
+    with pytest.raises(ConnectorError, match=message):
+        load_connector(tmp_path, tiny_llm(), TOWER)
+
+
+@pytest.mark.parametrize("role", ["weights", "lora"])
+def test_truncated_files_are_refused(tmp_path, role) -> None:
+    save_connector(_lora_vlm(), tmp_path, TOWER)
+    path = tmp_path / read_manifest(tmp_path)["files"][role]["name"]
+    path.write_bytes(path.read_bytes()[:-64])
+    with pytest.raises(ConnectorError, match="truncated"):
+        load_connector(tmp_path, tiny_llm(), TOWER)
+    (tmp_path / MANIFEST).write_text("[1, 2]")
+    with pytest.raises(ConnectorError, match="not a connector manifest"):
+        load_connector(tmp_path, tiny_llm(), TOWER)

@@ -11,7 +11,7 @@ then checked against the loaded base by `tokenlm.checkpoint`).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from uti.hashing import hash_json
@@ -115,7 +115,6 @@ class RowsManifest:
     tensors_hash: str
     files: dict[str, FileRef]
     content_hash: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from .model import STAGES

@@ -2,7 +2,7 @@
 
 `parse(Cls, data, where, error)` is `uti.config.from_dict` plus a type check of each value against the
 field's annotation (`int` refuses bools, floats and 5000-digit numbers; `float` refuses NaN/inf; `str`,
-`bool`, `X | None`, `tuple[X, ...]`, `dict[str, X]`, `Literal[...]`, nested dataclasses; `Any` takes any
+`bool`, `X | None`, `tuple[X, ...]`, `dict[str, X]`, nested dataclasses; `Any` takes any
 JSON value). Lists become tuples where the field is a tuple. Value rules (ranges, cross-field checks)
 stay in each dataclass's `__post_init__`; a `ValueError` raised there becomes `error` with `where`.
 Nothing is coerced: a value of the wrong type is a one-line error naming the field.
@@ -14,7 +14,7 @@ import dataclasses
 import math
 import types
 import typing
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from uti.errors import ConfigError, UTIError
 
@@ -45,10 +45,6 @@ def _check(tp: Any, value: Any, where: str, error: type[UTIError]) -> Any:
             except UTIError as err:
                 failures.append(str(err))
         raise error(failures[0] if len(failures) == 1 else f"{where}: unexpected {_type_name(value)} value")
-    if origin is Literal:
-        if value not in typing.get_args(tp) or isinstance(value, bool) != any(isinstance(a, bool) for a in typing.get_args(tp)):
-            raise error(f"{where}: must be one of {', '.join(map(repr, typing.get_args(tp)))}, got {value!r:.80}")
-        return value
     if dataclasses.is_dataclass(tp):
         return parse(tp, value, where, error)
     if tp is bool:

@@ -106,3 +106,32 @@ def test_connector_save_killed_at_every_file_op(tmp_path):
                       lambda d: state(load_connector(d, tiny_llm(), TOWER)), state(old), state(new), read_manifest,
                       MANIFEST, ["weights", "lora"])
     assert "old" in seen and "new" in seen
+
+
+def test_pruning_step_folders_killed_at_every_file_op(tmp_path):
+    """A prune killed anywhere never leaves a half-deleted step folder that still looks complete."""
+    from tokenlm.run_dir import clean_stale, prune_steps, step_dirs
+
+    pristine, root = tmp_path / "pristine", tmp_path / "run"
+    for s in range(1, 5):
+        for name in ("rows.bin", "opt.bin", "state.json"):
+            (pristine / f"step-{s}").mkdir(parents=True, exist_ok=True)
+            (pristine / f"step-{s}" / name).write_text(name)
+
+    def prune():
+        prune_steps(step_dirs(root, r"step-(\d+)", "state.json"), keep=1)
+
+    shutil.copytree(pristine, tmp_path / "count")
+    root_saved, root = root, tmp_path / "count"
+    count = len(file_ops(prune))
+    root = root_saved
+    shutil.copytree(pristine, root)
+    for k in kill_at_each_file_op(prune, count):
+        for _, d in step_dirs(root, r"step-(\d+)", "state.json"):
+            assert sorted(p.name for p in d.iterdir()) == ["opt.bin", "rows.bin", "state.json"], (k, d)
+        clean_stale(root)
+        assert not [p for p in root.iterdir() if p.name.startswith(".")], k
+        shutil.rmtree(root)
+        shutil.copytree(pristine, root)
+    prune()
+    assert [p.name for p in root.iterdir()] == ["step-4"]

@@ -78,7 +78,7 @@ class TrainConfig:
             (self.dtype in ("float32", "bfloat16", "float16"), f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}"),
             (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}"),
             (self.keep_last >= 1, f"keep_last must be >= 1, got {self.keep_last}"),
-            (not (self.resume and self.overwrite), "give either resume or overwrite, not both"),
+            (not (self.resume and self.overwrite), "give either --resume (resume: true) or --overwrite, not both"),
         ]
         for ok, msg in checks:
             if not ok:

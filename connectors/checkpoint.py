@@ -1,33 +1,39 @@
-"""Connector-only checkpoints: `connector.safetensors` (+ `lora.safetensors` after stage 2) and `connector.json`.
+"""Connector-only checkpoints: `connector.<hash>.safetensors` (+ `lora.<hash>.safetensors`) and `connector.json`.
 
-The manifest records the connector config, the vision tower identity (its `abi()`, incl. width), the LLM
-(name, width, vocabulary), the image special IDs and token-space hash, the stage and a content hash of
-the tensors. Loading refuses a checkpoint made for another tower or LLM with a one-line error. The base
-LLM is never saved: it is loaded by name and the connector (and LoRA) is put back on it.
+The manifest (schema `connectors.manifest`, written last: the commit point, see `tokenlm.ckpt_store`)
+records the connector config, the vision tower identity (its `abi()`, incl. width), the LLM (name, width,
+vocabulary and a fingerprint of all its weights), the image special IDs and token-space hash, the stage,
+the tensor shapes, the data files with their content hashes, and a `content_hash` over all of it.
+Loading refuses an edited manifest or file, and a checkpoint made for another tower or LLM, with a
+one-line error, before the connector is built (its size is checked on the meta device first). The base
+LLM is never saved: it is loaded by name and the connector (and LoRA) is put back on it. Saving over an
+existing checkpoint is crash-safe: a kill at any point leaves the old or the new one.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
-from uti.config import from_dict, to_dict
-from uti.errors import HashMismatchError, MissingAssetError
+from tokenlm.ckpt_store import commit, content_name, data_path, read_json, read_tensors
+from tokenlm.fingerprint import model_fingerprint
+from uti.config import to_dict
+from uti.errors import HashMismatchError, MissingAssetError, UTIError
 from uti.hashing import hash_json, hash_tensors
-from uti.io import atomic_save_safetensors, atomic_write_json
+from uti.io import atomic_save_safetensors
 
 from .errors import ConnectorError, TowerMismatchError, WidthMismatchError
 from .inject import ImageTokenIds
+from .manifest import FORMAT, SCHEMA, content_hash, parse_manifest
 from .vlm import Connector, ConnectorConfig, ContinuousVLM, add_lora
 
-__all__ = ["MANIFEST", "WEIGHTS", "LORA_WEIGHTS", "save_connector", "read_manifest", "load_connector"]
+__all__ = ["MANIFEST", "WEIGHTS_STEM", "LORA_STEM", "save_connector", "read_manifest", "load_connector",
+           "checkpoint_tensors"]
 
-MANIFEST, WEIGHTS, LORA_WEIGHTS = "connector.json", "connector.safetensors", "lora.safetensors"
-FORMAT = "uti-connector"
+MANIFEST, WEIGHTS_STEM, LORA_STEM = "connector.json", "connector", "lora"
+_EXT = ".safetensors"
 
 
 def _llm_identity(llm: torch.nn.Module) -> dict[str, Any]:
@@ -37,6 +43,7 @@ def _llm_identity(llm: torch.nn.Module) -> dict[str, Any]:
         "model_type": str(getattr(cfg, "model_type", "")),
         "hidden_size": int(cfg.hidden_size),
         "vocab_size": int(cfg.vocab_size),
+        "fingerprint": model_fingerprint(llm),
     }
 
 
@@ -46,60 +53,76 @@ def _lora_state(vlm: ContinuousVLM) -> dict[str, torch.Tensor]:
     return {k: v for k, v in get_peft_model_state_dict(vlm.llm).items()}
 
 
+def _specs(tensors: dict[str, torch.Tensor]) -> dict[str, dict]:
+    return {k: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")} for k, t in tensors.items()}
+
+
+def _toolkit_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("uti")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
 def save_connector(
     vlm: ContinuousVLM, out_dir: str | Path, tower: dict[str, Any], *, space_hash: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write the connector (and LoRA if present) of `vlm` to `out_dir`; `tower` is the tower's `abi()` dict."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     if int(tower.get("hidden_size", vlm.connector.in_dim)) != vlm.connector.in_dim:
         raise WidthMismatchError(
             f"tower width {tower.get('hidden_size')} differs from the connector input width {vlm.connector.in_dim}"
         )
+    tower = {**tower, "hidden_size": int(tower.get("hidden_size", vlm.connector.in_dim))}
     tensors = {k: v.detach().cpu() for k, v in vlm.connector.state_dict().items()}
-    atomic_save_safetensors(out / WEIGHTS, tensors, metadata={"format": FORMAT})
     lora = _lora_state(vlm) if vlm.lora else None
+    files = {"weights": {"name": content_name(WEIGHTS_STEM, hash_tensors(tensors), _EXT), "hash": hash_tensors(tensors)}}
+    writes = [(WEIGHTS_STEM, _EXT, files["weights"]["hash"],
+               lambda p: atomic_save_safetensors(p, tensors, metadata={"format": FORMAT}))]
     if lora is not None:
-        atomic_save_safetensors(out / LORA_WEIGHTS, lora, metadata={"format": FORMAT})
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        toolkit = version("uti")
-    except PackageNotFoundError:
-        toolkit = "0+unknown"
+        files["lora"] = {"name": content_name(LORA_STEM, hash_tensors(lora), _EXT), "hash": hash_tensors(lora)}
+        writes.append((LORA_STEM, _EXT, files["lora"]["hash"],
+                       lambda p: atomic_save_safetensors(p, lora, metadata={"format": FORMAT})))
     manifest = {
-        "format": FORMAT,
-        "schema": 1,
-        "toolkit_version": toolkit,
+        "format": FORMAT, "schema": SCHEMA, "toolkit_version": _toolkit_version(),
         "stage": "lora" if lora is not None else "connector",
-        "connector": to_dict(vlm.connector.config),
-        "tower": dict(tower),
-        "tower_hash": hash_json(tower),
-        "llm": _llm_identity(vlm.llm),
-        "image_ids": to_dict(vlm.ids),
-        "token_space_hash": space_hash,
-        "lora": vlm.lora,
-        "tensors_hash": hash_tensors(tensors),
-        "lora_hash": hash_tensors(lora) if lora is not None else None,
-        "extra": extra or {},
+        "connector": to_dict(vlm.connector.config), "tower": tower, "tower_hash": hash_json(tower),
+        "llm": _llm_identity(vlm.llm), "image_ids": to_dict(vlm.ids), "token_space_hash": space_hash,
+        "lora": vlm.lora, "tensors": _specs(tensors), "lora_tensors": _specs(lora) if lora is not None else None,
+        "files": files, "extra": extra or {},
     }
-    atomic_write_json(out / MANIFEST, manifest)  # written last: a folder with a manifest is complete
-    return out
+    manifest["content_hash"] = content_hash(manifest)
+    parse_manifest(manifest, "manifest being saved")  # the saver obeys the reader's schema
+    return commit(out_dir, writes, MANIFEST, manifest)
 
 
 def read_manifest(ckpt_dir: str | Path) -> dict[str, Any]:
-    """The manifest of a connector checkpoint folder (checked for format)."""
+    """The manifest of a connector checkpoint folder, content hash and schema checked."""
     path = Path(ckpt_dir) / MANIFEST
     if not path.is_file():
         raise MissingAssetError(f"{path} not found; pass a folder written by save_connector")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ConnectorError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ConnectorError(f"{path} is not a connector manifest (format must be {FORMAT!r})")
-    return manifest
+    data = read_json(path, ConnectorError)
+    parse_manifest(data, str(path))
+    return data
+
+
+def _file(where: Path, manifest: dict, role: str, stem: str) -> Path:
+    return data_path(where, manifest["files"][role]["name"], stem, _EXT, ConnectorError)
+
+
+def _read(where: Path, manifest: dict, role: str, stem: str, specs: dict) -> dict[str, torch.Tensor]:
+    spec = {k: (v["shape"], v["dtype"]) for k, v in specs.items()}
+    return read_tensors(_file(where, manifest, role, stem), spec, manifest["files"][role]["hash"], ConnectorError)
+
+
+def checkpoint_tensors(ckpt_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """(connector tensors, LoRA tensors or None) of a checkpoint, manifest and file hashes checked (for resume)."""
+    where = Path(ckpt_dir)
+    manifest = read_manifest(where)
+    lora = _read(where, manifest, "lora", LORA_STEM, manifest["lora_tensors"]) if manifest["lora"] else None
+    return _read(where, manifest, "weights", WEIGHTS_STEM, manifest["tensors"]), lora
 
 
 def _check_tower(manifest: dict[str, Any], tower: dict[str, Any] | None, where: Path) -> None:
@@ -122,7 +145,7 @@ def _check_tower(manifest: dict[str, Any], tower: dict[str, Any] | None, where: 
 
 def _check_llm(manifest: dict[str, Any], llm: torch.nn.Module, where: Path) -> None:
     want, got = manifest["llm"], _llm_identity(llm)
-    for key in ("hidden_size", "vocab_size"):
+    for key in ("hidden_size", "vocab_size", "fingerprint"):
         if want[key] != got[key]:
             raise TowerMismatchError(
                 f"connector {where} was trained on LLM {want['name']!r} with {key}={want[key]} but the given LLM "
@@ -130,12 +153,33 @@ def _check_llm(manifest: dict[str, Any], llm: torch.nn.Module, where: Path) -> N
             )
 
 
+def _build_connector(manifest: dict[str, Any], llm: torch.nn.Module, where: Path) -> Connector:
+    """The connector of the manifest, sized on the meta device first: at most the LLM's size, same tensors."""
+    try:
+        config = ConnectorConfig(**{**manifest["connector"], "resampler_cfg": dict(manifest["connector"]["resampler_cfg"])})
+        with torch.device("meta"):
+            probe = Connector(config)
+    except UTIError as err:
+        raise ConnectorError(f"{where / MANIFEST}: connector config: {err}") from None
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ConnectorError(f"{where / MANIFEST}: connector config cannot be built ({str(err).splitlines()[0][:160]})") from None
+    size, limit = sum(p.numel() for p in probe.parameters()), sum(p.numel() for p in llm.parameters())
+    if size > limit:
+        raise ConnectorError(f"{where / MANIFEST}: connector config asks for {size} parameters, more than its LLM's "
+                             f"{limit}; the manifest is not from a real training run")
+    shapes = {k: list(t.shape) for k, t in probe.state_dict().items()}
+    if shapes != {k: v["shape"] for k, v in manifest["tensors"].items()}:
+        raise ConnectorError(f"{where / MANIFEST}: tensor list does not match the connector its config builds")
+    return Connector(config)
+
+
 def load_connector(
     ckpt_dir: str | Path, llm: torch.nn.Module, tower: dict[str, Any] | None = None, *, space_hash: str | None = None
 ) -> ContinuousVLM:
     """Base `llm` + connector checkpoint (+ LoRA) -> a `ContinuousVLM` in eval mode ready to `generate`.
 
-    `tower` (the tower's `abi()`) and `space_hash` are checked against the manifest when given.
+    `tower` (the tower's `abi()`) and `space_hash` are checked against the manifest when given; the LLM
+    always (width, vocabulary, fingerprint of all its weights).
     """
     where = Path(ckpt_dir)
     manifest = read_manifest(where)
@@ -146,18 +190,19 @@ def load_connector(
             f"connector {where} was trained for token space {manifest['token_space_hash']} but the given space "
             f"is {space_hash}; use the token space it was trained with"
         )
-    tensors = load_file(str(where / WEIGHTS))
-    if hash_tensors(tensors) != manifest["tensors_hash"]:
-        raise HashMismatchError(f"{where / WEIGHTS} does not match the hash in its manifest; the file is damaged")
-    connector = Connector(from_dict(ConnectorConfig, manifest["connector"], where=f"{where / MANIFEST} connector"))
-    connector.load_state_dict(tensors, strict=True)
-    vlm = ContinuousVLM(llm, connector, from_dict(ImageTokenIds, manifest["image_ids"]))
-    if manifest.get("lora"):
+    connector = _build_connector(manifest, llm, where)
+    connector.load_state_dict(_read(where, manifest, "weights", WEIGHTS_STEM, manifest["tensors"]), strict=True)
+    vlm = ContinuousVLM(llm, connector, ImageTokenIds(**manifest["image_ids"]))
+    if manifest["lora"]:
         from peft import set_peft_model_state_dict
 
-        lora = load_file(str(where / LORA_WEIGHTS))
-        if hash_tensors(lora) != manifest["lora_hash"]:
-            raise HashMismatchError(f"{where / LORA_WEIGHTS} does not match the hash in its manifest; damaged file")
-        add_lora(vlm, **manifest["lora"])
+        try:
+            add_lora(vlm, **manifest["lora"])
+        except (ValueError, TypeError, KeyError) as err:  # peft: target modules not in this LLM
+            raise ConnectorError(f"{where / MANIFEST}: cannot add its LoRA ({str(err).splitlines()[0][:160]})") from None
+        built = {k: list(t.shape) for k, t in _lora_state(vlm).items()}
+        if built != {k: v["shape"] for k, v in manifest["lora_tensors"].items()}:
+            raise ConnectorError(f"{where / MANIFEST}: LoRA tensor list does not match the adapters its settings build")
+        lora = _read(where, manifest, "lora", LORA_STEM, manifest["lora_tensors"])
         set_peft_model_state_dict(vlm.llm, lora)
     return vlm.eval()

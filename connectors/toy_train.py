@@ -32,7 +32,7 @@ def run_toy(out_dir: str | Path, config: ConnectorTrainConfig, examples: int = 1
     """
     vlm = ContinuousVLM(tiny_llm(), tiny_connector(resampler=resampler), TINY_IDS).to(dtype)
     return train_connector(vlm, toy_captions(examples, 0), [], encode=byte_encode, config=config,
-                           out_dir=out_dir, tower=TOY_TOWER, accelerator=accelerator, resume=False)
+                           out_dir=out_dir, tower=TOY_TOWER, accelerator=accelerator, resume=False, overwrite=True)
 
 
 @click.command()

@@ -5,6 +5,10 @@ Stage `connector` trains the connector only (tower features are precomputed, the
 image), step checkpoints with exact resume (same data order, optimizer state in safetensors) and a final
 connector-only checkpoint in `out_dir/final`.
 
+Run folders follow `tokenlm.run_dir` like the token-LM loop: only the newest `keep_checkpoints` step
+folders stay; a resume refuses another stage, data, seed or global batch (one line showing both); a
+non-empty `out_dir` without `resume` needs `overwrite`; temp files of killed runs are cleaned at start.
+
 Under `torchrun`/`accelerate launch` (DDP; gloo on CPU) each process takes its share of the global batch
 and its per-token mean loss is rescaled by `count * processes / global_count`, so N processes and one
 process on the same global batch make the same update (`tests/test_connectors_ddp.py` checks it).
@@ -13,6 +17,7 @@ process on the same global batch make the same update (`tests/test_connectors_dd
 from __future__ import annotations
 
 import math
+import re
 import resource
 import statistics
 import time
@@ -21,12 +26,14 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from safetensors.torch import load_file
+import xxhash
 
+from tokenlm.run_dir import check_facts, prepare_out
 from uti.config import to_dict
+from uti.hashing import canonical_json, hash_tensors
 from uti.io import atomic_write_text
 
-from .checkpoint import LORA_WEIGHTS, WEIGHTS, save_connector
+from .checkpoint import checkpoint_tensors, save_connector
 from .data import IGNORE, CaptionExample, collate_captions, shuffled_images
 from .errors import ConnectorError
 from .train_state import latest_step_dir, load_optimizer, prune_step_dirs, read_state, save_optimizer, write_state
@@ -129,26 +136,47 @@ def evaluate_captions(
     return out
 
 
-def _resume(vlm: ContinuousVLM, opt: torch.optim.Optimizer, out_dir: Path) -> tuple[int, list[float]]:
+_ARTIFACT = re.compile(r"step-\d+|final|losses\.json|\..*\.tmp|\.deleting-.*")  # what a run writes into out_dir
+
+
+def data_fingerprint(examples: Sequence[CaptionExample]) -> str:
+    """xxh3-128 hex of the examples in order: prompt, target and image tensors of each."""
+    h = xxhash.xxh3_128()
+    for ex in examples:
+        h.update(canonical_json([ex.prompt, ex.target]))
+        h.update(hash_tensors({"f": ex.image.features, "y": ex.image.yaw_pitch, "g": ex.image.is_global}).encode())
+    return h.hexdigest()
+
+
+def _facts(cfg: ConnectorTrainConfig, world: int, train: Sequence[CaptionExample]) -> dict[str, Any]:
+    """What a resumed run must share with its step checkpoint."""
+    return {"stage": cfg.stage, "data_hash": data_fingerprint(train), "global_batch": cfg.batch_size * world,
+            "seed": cfg.seed, "steps": cfg.steps}
+
+
+def _resume(vlm: ContinuousVLM, opt: torch.optim.Optimizer, out_dir: Path, facts: dict) -> tuple[int, list[float]]:
     step_dir = latest_step_dir(out_dir)
     if step_dir is None:
         return 0, []
     state = read_state(step_dir)
-    vlm.connector.load_state_dict(load_file(str(step_dir / WEIGHTS)))
+    check_facts(step_dir, state.get("facts", {}), facts, ConnectorError)
+    weights, lora = checkpoint_tensors(step_dir)
+    vlm.connector.load_state_dict(weights)
     if vlm.lora:
         from peft import set_peft_model_state_dict
 
-        set_peft_model_state_dict(vlm.llm, load_file(str(step_dir / LORA_WEIGHTS)))
+        set_peft_model_state_dict(vlm.llm, lora)
     load_optimizer(opt, step_dir, state["optimizer"])
     return int(state["step"]), list(state["losses"])
 
 
 def _save_step(vlm: ContinuousVLM, opt: torch.optim.Optimizer, out_dir: Path, step: int, losses: list[float],
-               cfg: ConnectorTrainConfig, tower: dict[str, Any], space_hash: str | None) -> None:
+               cfg: ConnectorTrainConfig, tower: dict[str, Any], space_hash: str | None, facts: dict) -> None:
     step_dir = out_dir / f"step-{step}"
     save_connector(vlm, step_dir, tower, space_hash=space_hash)
     opt_info = save_optimizer(opt, step_dir)
-    write_state(step_dir, {"step": step, "losses": losses, "config": to_dict(cfg), "optimizer": opt_info})
+    write_state(step_dir, {"step": step, "losses": losses, "config": to_dict(cfg), "optimizer": opt_info,
+                           "facts": facts})
     prune_step_dirs(out_dir, cfg.keep_checkpoints)
 
 
@@ -188,25 +216,35 @@ def train_connector(
     vlm: ContinuousVLM, train: Sequence[CaptionExample], held_out: Sequence[CaptionExample], *,
     encode: Callable[[str], list[int]], config: ConnectorTrainConfig, out_dir: str | Path,
     tower: dict[str, Any], space_hash: str | None = None, eos_id: int | None = None,
-    accelerator: Any = None, resume: bool = True, stop_at: int | None = None,
+    accelerator: Any = None, resume: bool = True, stop_at: int | None = None, overwrite: bool = False,
 ) -> TrainResult:
     """Train `vlm` per `config`, resuming from the newest `out_dir/step-N` when `resume`; see module doc.
 
     `stop_at` ends this call after that step (saving a resumable `step-N` first), e.g. for time-limited jobs.
+    `overwrite` (instead of `resume`) deletes the run already in `out_dir` first (only what a run writes).
     """
     from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     if not train:
         raise ConnectorError("no training examples given; pass at least one CaptionExample")
+    if resume and overwrite:
+        raise ConnectorError("give either resume or overwrite, not both")
     acc = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     cfg, out = config, Path(out_dir)
+    args = (out, resume, overwrite, lambda p: bool(_ARTIFACT.fullmatch(p.name)), ConnectorError)
+    prepare_out(*args, first=("final",), act=False)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        prepare_out(*args, first=("final",))
+    acc.wait_for_everyone()
+    facts = _facts(cfg, acc.num_processes, train)
     if cfg.stage == "lora" and vlm.lora is None:
         add_lora(vlm, r=cfg.lora_r, alpha=cfg.lora_alpha, target_modules=cfg.lora_targets)
     vlm.to(acc.device).train()
     params = [p for p in vlm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start, losses = _resume(vlm, opt, out) if resume else (0, [])
+    start, losses = _resume(vlm, opt, out, facts) if resume else (0, [])
     model, opt = acc.prepare(vlm, opt)
     end = cfg.steps if stop_at is None else min(cfg.steps, stop_at)
     times: list[float] = []
@@ -225,7 +263,7 @@ def train_connector(
         if (cfg.save_every and done % cfg.save_every == 0 and done < cfg.steps) or done == stop_at:
             if acc.is_main_process:
                 inner = opt.optimizer if hasattr(opt, "optimizer") else opt  # Accelerate's wrapper -> torch optimizer
-                _save_step(vlm, inner, out, done, losses, cfg, tower, space_hash)
+                _save_step(vlm, inner, out, done, losses, cfg, tower, space_hash, facts)
             acc.wait_for_everyone()
     bar.close()
     median = statistics.median(times) if times else 0.0

@@ -7,19 +7,20 @@ A step folder holds the connector checkpoint (`save_connector`), `optimizer.safe
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file
 
+from tokenlm.run_dir import prune_steps, step_dirs
 from tokenlm.train_state import optimizer_state_join, optimizer_state_split
 from uti.io import atomic_save_safetensors, atomic_write_json
 
 __all__ = ["STATE_FILE", "save_optimizer", "load_optimizer", "latest_step_dir", "prune_step_dirs", "read_state"]
 
 STATE_FILE, OPT_FILE = "trainer_state.json", "optimizer.safetensors"
+STEP_PATTERN = r"step-(\d+)"
 
 
 def save_optimizer(opt: torch.optim.Optimizer, step_dir: Path) -> dict[str, Any]:
@@ -42,21 +43,12 @@ def read_state(step_dir: Path) -> dict[str, Any]:
     return json.loads((step_dir / STATE_FILE).read_text(encoding="utf-8"))
 
 
-def _step_dirs(out_dir: Path) -> list[tuple[int, Path]]:
-    found = []
-    for d in out_dir.glob("step-*"):
-        if (d / STATE_FILE).is_file() and d.name[5:].isdigit():
-            found.append((int(d.name[5:]), d))
-    return sorted(found)
-
-
 def latest_step_dir(out_dir: Path) -> Path | None:
     """The newest complete `step-N` folder under `out_dir`, or None."""
-    dirs = _step_dirs(out_dir)
+    dirs = step_dirs(Path(out_dir), STEP_PATTERN, STATE_FILE)
     return dirs[-1][1] if dirs else None
 
 
 def prune_step_dirs(out_dir: Path, keep: int) -> None:
-    """Delete all but the newest `keep` complete step folders."""
-    for _, d in _step_dirs(out_dir)[:-keep] if keep > 0 else []:
-        shutil.rmtree(d, ignore_errors=True)
+    """Delete all but the newest `keep` complete step folders (kill-safe, see `tokenlm.run_dir`)."""
+    prune_steps(step_dirs(Path(out_dir), STEP_PATTERN, STATE_FILE), keep)

@@ -23,7 +23,7 @@ Each method runs in its own fresh subprocess, one after another. Measured there:
   state's first allocation counts) minus the RSS just before the first step (the model already built). This
   is the extra memory training needs on top of the loaded model.
 * trainable params, optimizer-state bytes (all tensors in the optimizer state), saved bytes (our
-  trainable_rows.safetensors; PEFT's adapter_model.safetensors from save_pretrained).
+  trainable_rows.<hash>.safetensors; PEFT's adapter_model.safetensors from save_pretrained).
 * loss agreement: per-step losses of each method against ours (peft-tt trains the same function, so its
   losses must match to float rounding; peft-mts also trains the base rows, so it drifts after step 1).
 """
@@ -122,9 +122,9 @@ def prepare(method: str, args, space):
         wrapped = ChunkedLossLM(model, chunk_tokens=args.chunk)
 
         def save(d):
-            from tokenlm.checkpoint import save_rows
+            from tokenlm.checkpoint import rows_file, save_rows
             save_rows(model, d, space)
-            return Path(d) / "trainable_rows.safetensors"
+            return rows_file(d)
 
         return (lambda ids: wrapped(ids, ids)[0]), model, save
     from peft import LoraConfig, TrainableTokensConfig, get_peft_model

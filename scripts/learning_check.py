@@ -83,7 +83,7 @@ def learning_check(work: Path, space_ref: str = "tiny", base: str | None = None,
     cfg = TrainConfig(out=str(work / "run"), data=(str(work / "panos" / "train.jsonl"), str(work / "shards")),
                       eval_data=(str(work / "panos" / "eval.jsonl"),), space=space_ref, base=base, stage="rows",
                       tasks=("i2t",), steps=steps, batch_size=batch_size, max_len=512, lr=lr, schedule="cosine",
-                      warmup_steps=max(1, steps // 20), seed=seed, progress=progress, init=init)
+                      warmup_steps=max(1, steps // 20), seed=seed, progress=progress, init=init, overwrite=True)
     result = train(cfg)
     t_train = time.perf_counter() - t0 - t_data
 

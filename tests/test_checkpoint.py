@@ -9,12 +9,11 @@ import torch
 
 from tokenlm.checkpoint import (
     MANIFEST_FILE,
-    ROWS_FILE,
-    SPACE_FILE,
     CheckpointError,
     load_legacy_rows,
     load_rows,
     read_manifest,
+    rows_file,
     save_rows,
 )
 from tokenlm.model import apply_stage, grow_model, load_base, trainable_row_params
@@ -48,7 +47,10 @@ def _logits(model, space):
 def test_round_trip_gives_identical_logits_and_small_files(tmp_path, space, tied):
     model = _trained(space, tied)
     save_rows(model, tmp_path, space, base_model="tiny-test")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([ROWS_FILE, MANIFEST_FILE, SPACE_FILE])
+    man = read_manifest(tmp_path)
+    names = [man["files"]["tensors"]["name"], man["files"]["space"]["name"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names + [MANIFEST_FILE])
+    assert names[0].startswith("trainable_rows.") and names[1].startswith("token_space.")
     loaded = load_rows(tiny_qwen3(tied=tied), tmp_path)
     torch.testing.assert_close(_logits(loaded, space), _logits(model, space), rtol=0, atol=0)
     man = read_manifest(tmp_path)
@@ -57,7 +59,7 @@ def test_round_trip_gives_identical_logits_and_small_files(tmp_path, space, tied
     assert man["token_space"]["hash"] == space.hash and man["base_model"] == "tiny-test" and man["stage"] == "rows"
     assert set(man["tensors"]) == ({"embed_rows"} if tied else {"embed_rows", "head_rows"})
     row_bytes = n_rows * 64 * 4 * (1 if tied else 2)
-    assert row_bytes <= (tmp_path / ROWS_FILE).stat().st_size < row_bytes + 1024
+    assert row_bytes <= rows_file(tmp_path).stat().st_size < row_bytes + 1024
 
 
 def test_lora_round_trip(tmp_path, space):
@@ -78,27 +80,28 @@ def test_refuses_other_base_space_and_dtype(tmp_path, space):
     other = tiny_space(audio=(3, 16))
     with pytest.raises(HashMismatchError) as err:
         load_rows(tiny_qwen3(), tmp_path, other)
-    assert space.hash in str(err.value) and other.hash in str(err.value) and SPACE_FILE in str(err.value)
+    assert space.hash in str(err.value) and other.hash in str(err.value) and "token_space." in str(err.value)
     with pytest.raises(CheckpointError, match="bfloat16"):
         load_rows(tiny_qwen3(dtype=torch.bfloat16), tmp_path)
 
 
 def test_refuses_damaged_files(tmp_path, space):
     save_rows(_trained(space), tmp_path, space)
-    data = (tmp_path / ROWS_FILE).read_bytes()
-    (tmp_path / ROWS_FILE).write_bytes(data[: len(data) // 2])
+    path = rows_file(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="truncated"):
         load_rows(tiny_qwen3(), tmp_path)
     edited = bytearray(data)
     edited[-3] ^= 0xFF  # flip bits inside the last tensor's values
-    (tmp_path / ROWS_FILE).write_bytes(bytes(edited))
+    path.write_bytes(bytes(edited))
     with pytest.raises(CheckpointError, match="edited or damaged"):
         load_rows(tiny_qwen3(), tmp_path)
-    (tmp_path / ROWS_FILE).write_bytes(data)
+    path.write_bytes(data)
     man = json.loads((tmp_path / MANIFEST_FILE).read_text())
     man["stage"] = "full"
     (tmp_path / MANIFEST_FILE).write_text(json.dumps(man))
-    with pytest.raises(CheckpointError, match="requires_grad"):
+    with pytest.raises(CheckpointError, match="content hash"):
         load_rows(tiny_qwen3(), tmp_path)
     (tmp_path / MANIFEST_FILE).unlink()
     with pytest.raises(UTIError, match="not a rows checkpoint"):
@@ -146,3 +149,83 @@ def test_cli_rows_import_and_show(tmp_path):
     assert torch.equal(trainable_row_params(loaded)["embed_rows"], rows)
     res = runner.invoke(main, ["rows", "show", str(tmp_path)])
     assert res.exit_code == 2 and "older trainable_rows.pt" in res.output
+
+
+def _edit_manifest(path, rehash: bool, **changes):
+    """Edit `trainable_rows.json`; with `rehash` the content hash is recomputed (a forger who knows the scheme)."""
+    from tokenlm.rows_manifest import content_hash
+
+    man = json.loads((path / MANIFEST_FILE).read_text())
+    for key, value in changes.items():
+        target = man
+        *parents, leaf = key.split("__")
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    if rehash:
+        man["content_hash"] = content_hash(man)
+    (path / MANIFEST_FILE).write_text(json.dumps(man))
+
+
+@pytest.mark.parametrize("changes", [
+    {"lora_config__lora_alpha": 64},  # loaded silently with another scale before the content hash
+    {"lora_config__target_modules": ["q_proj"]},
+    {"dtype": "bfloat16"},
+    {"base_model": "someone/else"},
+    {"init": "normal"},
+])
+def test_any_manifest_edit_is_refused(tmp_path, space, changes):
+    save_rows(_trained(space, stage="lora"), tmp_path, space)
+    _edit_manifest(tmp_path, rehash=False, **changes)
+    with pytest.raises(CheckpointError, match="content hash .* edited or damaged"):
+        load_rows(tiny_qwen3(), tmp_path)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"lora_config": None}, "stage lora needs its LoRA config"),  # silently dropped the LoRA before
+    ({"lora_config__r": 2_000_000}, "exceeds the hidden size"),  # allocated 8 GB before
+    ({"lora_config__rank": 4}, "unknown key.*rank"),
+    ({"lora_config__r": True}, "expected int"),
+    ({"dtype": "float99"}, "dtype must be one of"),
+    ({"hidden_size": 1_000_000}, "hidden_size must be in"),
+])
+def test_rehashed_manifest_is_bounded_before_building(tmp_path, space, changes, message):
+    save_rows(_trained(space, stage="lora"), tmp_path, space)
+    _edit_manifest(tmp_path, rehash=True, **changes)
+    with pytest.raises(CheckpointError, match=message):
+        load_rows(tiny_qwen3(), tmp_path)
+
+
+def test_base_fingerprint_covers_every_layer(tmp_path, space):
+    save_rows(_trained(space), tmp_path, space)
+    base = tiny_qwen3()
+    with torch.no_grad():
+        base.model.layers[1].self_attn.q_proj.weight.add_(0.01)  # another fine-tune of the same architecture
+    with pytest.raises(CheckpointError, match="base fingerprint"):
+        load_rows(base, tmp_path)
+    base = tiny_qwen3()
+    base.model.norm.weight.data.mul_(1.5)
+    with pytest.raises(CheckpointError, match="base fingerprint"):
+        load_rows(base, tmp_path)
+
+
+def test_base_fingerprint_is_dtype_independent(tmp_path, space):
+    """A float32 and a bfloat16 load of the same saved weights agree (through transformers' own loading)."""
+    from tokenlm.checkpoint import base_fingerprint
+
+    tiny_qwen3().save_pretrained(tmp_path / "base")
+    fp32 = grow_model(load_base(str(tmp_path / "base"), "float32"), space)
+    bf16 = grow_model(load_base(str(tmp_path / "base"), "bfloat16"), space)
+    assert bf16.get_input_embeddings().base.weight.dtype == torch.bfloat16
+    assert base_fingerprint(fp32) == base_fingerprint(bf16)
+    assert base_fingerprint(fp32) != base_fingerprint(grow_model(tiny_qwen3(seed=1), space))
+    # bf16 rows saved from a bf16 base load onto a bf16 base
+    save_rows(apply_stage(bf16, "rows"), tmp_path / "rows", space)
+    load_rows(load_base(str(tmp_path / "base"), "bfloat16"), tmp_path / "rows")
+
+
+def test_full_stage_round_trip(tmp_path, space):
+    model = _trained(space, stage="full")
+    save_rows(model, tmp_path, space)
+    loaded = load_rows(tiny_qwen3(), tmp_path)
+    torch.testing.assert_close(_logits(loaded, space), _logits(model, space), rtol=0, atol=0)

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from connectors import ContinuousVLM, TowerMismatchError, WidthMismatchError, expand_image_placeholders
-from connectors.checkpoint import LORA_WEIGHTS, MANIFEST, WEIGHTS, load_connector, save_connector
+from connectors import ConnectorError, ContinuousVLM, TowerMismatchError, WidthMismatchError, expand_image_placeholders
+from connectors.checkpoint import MANIFEST, checkpoint_tensors, load_connector, read_manifest, save_connector
 from connectors.testing import TINY_FEAT as FEAT
 from connectors.testing import TINY_IDS as IDS
 from connectors.testing import byte_encode as encode
@@ -28,12 +28,13 @@ def _ids_and_image(vlm: ContinuousVLM) -> tuple[torch.Tensor, list]:
 def test_round_trip_gives_same_outputs_and_generates(tmp_path) -> None:
     vlm = ContinuousVLM(tiny_llm(), tiny_connector(), IDS)
     save_connector(vlm, tmp_path, TOWER, space_hash="f" * 32)
-    assert {p.name for p in tmp_path.iterdir()} == {MANIFEST, WEIGHTS}
+    weights = tmp_path / read_manifest(tmp_path)["files"]["weights"]["name"]
+    assert {p.name for p in tmp_path.iterdir()} == {MANIFEST, weights.name}
     manifest = json.loads((tmp_path / MANIFEST).read_text())
     assert manifest["tower"]["hidden_size"] == FEAT and manifest["llm"]["hidden_size"] == 64
     assert manifest["stage"] == "connector"
     # a saved connector is small: no LLM weights in it
-    assert (tmp_path / WEIGHTS).stat().st_size < 4 * sum(p.numel() for p in vlm.connector.parameters()) + 10_000
+    assert weights.stat().st_size < 4 * sum(p.numel() for p in vlm.connector.parameters()) + 10_000
     loaded = load_connector(tmp_path, tiny_llm(), TOWER, space_hash="f" * 32)
     ids, images = _ids_and_image(vlm)
     torch.testing.assert_close(loaded(ids, images).logits, vlm(ids, images).logits)
@@ -51,7 +52,7 @@ def test_lora_round_trip(tmp_path) -> None:
             if "lora_B" in name:
                 p.normal_()  # LoRA B starts at zero; make the adapter matter
     save_connector(vlm, tmp_path, TOWER)
-    assert (tmp_path / LORA_WEIGHTS).is_file()
+    assert checkpoint_tensors(tmp_path)[1]
     loaded = load_connector(tmp_path, tiny_llm(), TOWER)
     ids, images = _ids_and_image(vlm)
     torch.testing.assert_close(loaded(ids, images).logits, vlm.eval()(ids, images).logits)
@@ -80,8 +81,75 @@ def test_refuses_other_tower_llm_or_damaged_file(tmp_path) -> None:
         save_connector(vlm, tmp_path / "x", TOWER | {"hidden_size": 48})
     from safetensors.torch import load_file, save_file
 
-    tensors = load_file(str(tmp_path / WEIGHTS))
+    weights = tmp_path / read_manifest(tmp_path)["files"]["weights"]["name"]
+    tensors = load_file(str(weights))
     tensors["special_rows"] = tensors["special_rows"] + 1
-    save_file(tensors, str(tmp_path / WEIGHTS))
-    with pytest.raises(HashMismatchError, match="damaged"):
+    save_file(tensors, str(weights))
+    with pytest.raises(ConnectorError, match="damaged"):
+        load_connector(tmp_path, tiny_llm(), TOWER)
+
+
+def _edit(path, rehash: bool, **changes) -> None:
+    """Edit `connector.json` (keys joined by `__` for nesting); `rehash` recomputes its content hash."""
+    from connectors.manifest import content_hash
+
+    man = json.loads((path / MANIFEST).read_text())
+    for key, value in changes.items():
+        *parents, leaf = key.split("__")
+        target = man
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    if rehash:
+        man["content_hash"] = content_hash(man)
+    (path / MANIFEST).write_text(json.dumps(man))
+
+
+def _lora_vlm() -> ContinuousVLM:
+    vlm = ContinuousVLM(tiny_llm(), tiny_connector(), IDS)
+    add_lora(vlm, r=2, alpha=4)
+    return vlm
+
+
+def test_refuses_another_llm_of_the_same_shape(tmp_path) -> None:
+    save_connector(ContinuousVLM(tiny_llm(), tiny_connector(), IDS), tmp_path, TOWER)
+    with pytest.raises(TowerMismatchError, match="fingerprint"):
+        load_connector(tmp_path, tiny_llm(seed=5), TOWER)  # same widths and vocabulary, other weights
+
+
+@pytest.mark.parametrize("changes", [{"lora": None}, {"stage": "connector"}, {"lora__alpha": 64},
+                                     {"connector__view_freqs": 8}, {"extra": {"x": 1}}])
+def test_manifest_edits_are_refused(tmp_path, changes) -> None:
+    save_connector(_lora_vlm(), tmp_path, TOWER)
+    _edit(tmp_path, rehash=False, **changes)
+    with pytest.raises(ConnectorError, match="content hash .* edited or damaged"):
+        load_connector(tmp_path, tiny_llm(), TOWER)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"lora": None}, "stage lora needs its LoRA settings"),  # silently dropped the LoRA before
+    ({"lora__r": 2_000_000}, "exceeds the LLM width"),
+    ({"lora__rank": 2}, "unknown key.*rank"),
+    ({"connector__resampler_cfg__num_latents": 10**9}, "more than its LLM's"),  # refused on the meta device
+    ({"connector__resampler_cfg__num_latents": "64"}, "cannot be built|expected"),
+    ({"connector__resampler_cfg__heads": 3}, "cannot be built|divisible|tensor list"),
+    ({"tensors__special_rows__shape": [2, 10**6]}, "tensor list does not match"),
+    ({"files__weights__name": "../x.safetensors"}, "expected connector"),
+])
+def test_rehashed_manifest_is_bounded_before_building(tmp_path, changes, message) -> None:
+    save_connector(_lora_vlm(), tmp_path, TOWER)
+    _edit(tmp_path, rehash=True, **changes)
+    with pytest.raises(ConnectorError, match=message):
+        load_connector(tmp_path, tiny_llm(), TOWER)
+
+
+@pytest.mark.parametrize("role", ["weights", "lora"])
+def test_truncated_files_are_refused(tmp_path, role) -> None:
+    save_connector(_lora_vlm(), tmp_path, TOWER)
+    path = tmp_path / read_manifest(tmp_path)["files"][role]["name"]
+    path.write_bytes(path.read_bytes()[:-64])
+    with pytest.raises(ConnectorError, match="truncated"):
+        load_connector(tmp_path, tiny_llm(), TOWER)
+    (tmp_path / MANIFEST).write_text("[1, 2]")
+    with pytest.raises(ConnectorError, match="not a connector manifest"):
         load_connector(tmp_path, tiny_llm(), TOWER)

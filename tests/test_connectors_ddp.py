@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
-from connectors.checkpoint import WEIGHTS
+from connectors.checkpoint import checkpoint_tensors
 from connectors.testing import tiny_connector
 from connectors.toy_train import run_toy
 from connectors.train import ConnectorTrainConfig
@@ -41,7 +40,7 @@ def test_two_cpu_processes_match_one(tmp_path) -> None:
     ddp = json.loads(out.strip().splitlines()[-1])
     assert ddp["processes"] == 2
     torch.testing.assert_close(torch.tensor(ddp["losses"]), torch.tensor(one.losses), rtol=1e-5, atol=1e-6)
-    a, b = load_file(str(tmp_path / "ddp" / "final" / WEIGHTS)), load_file(str(one.final_dir / WEIGHTS))
+    a, b = checkpoint_tensors(tmp_path / "ddp" / "final")[0], checkpoint_tensors(one.final_dir)[0]
     assert a.keys() == b.keys() and len(a) > 0
     start = tiny_connector(resampler="perceiver").state_dict()  # the seeded weights both runs start from
     assert any(not torch.equal(start[k], a[k]) for k in a)  # training moved the weights

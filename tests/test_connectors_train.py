@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from connectors import ContinuousVLM
-from connectors.checkpoint import LORA_WEIGHTS, load_connector
+from connectors import ConnectorError, ContinuousVLM
+from connectors.checkpoint import checkpoint_tensors, load_connector
 from connectors.testing import TINY_FEAT, TINY_IDS, byte_encode, tiny_connector, tiny_llm, toy_captions
 from connectors.train import ConnectorTrainConfig, train_connector
 from connectors.train_state import latest_step_dir
@@ -53,7 +53,7 @@ def test_stage2_lora_checkpoint_loads_and_generates(tmp_path) -> None:
     vlm = _vlm()
     res = train_connector(vlm, toy_captions(4, 0), toy_captions(2, 1), encode=byte_encode, config=cfg,
                           out_dir=tmp_path, tower=TOWER, space_hash="a" * 32)
-    assert (res.final_dir / LORA_WEIGHTS).is_file() and set(res.eval) == {"loss", "shuffled_loss", "gap"}
+    assert checkpoint_tensors(res.final_dir)[1] and set(res.eval) == {"loss", "shuffled_loss", "gap"}
     trained = {n for n, p in vlm.named_parameters() if p.requires_grad}
     assert any("lora_A" in n for n in trained) and not any("lora" not in n and n.startswith("llm") for n in trained)
     loaded = load_connector(res.final_dir, tiny_llm(), TOWER, space_hash="a" * 32)
@@ -70,3 +70,28 @@ def test_config_rejects_unknown_keys_and_bad_stage() -> None:
         from_dict(ConnectorTrainConfig, {"stepz": 3})
     with pytest.raises(ConfigError, match="stage must be one of connector, lora"):
         from_dict(ConnectorTrainConfig, {"stage": "full"})
+
+
+def test_resume_refuses_other_data_or_stage(tmp_path) -> None:
+    cfg = ConnectorTrainConfig(steps=3, batch_size=2, warmup_steps=1)
+    train_connector(_vlm(), toy_captions(4, 0), [], encode=byte_encode, config=cfg, out_dir=tmp_path, tower=TOWER,
+                    stop_at=1)
+    with pytest.raises(ConnectorError, match="data_hash="):
+        train_connector(_vlm(), toy_captions(4, 7), [], encode=byte_encode, config=cfg, out_dir=tmp_path, tower=TOWER)
+    lora = ConnectorTrainConfig(stage="lora", steps=3, batch_size=2, warmup_steps=1, lora_r=2)
+    with pytest.raises(ConnectorError, match="stage='connector', this run has 'lora'"):
+        train_connector(_vlm(), toy_captions(4, 0), [], encode=byte_encode, config=lora, out_dir=tmp_path, tower=TOWER)
+
+
+def test_out_dir_needs_resume_or_overwrite_and_is_cleaned(tmp_path) -> None:
+    cfg = ConnectorTrainConfig(steps=3, batch_size=2, warmup_steps=1, save_every=1, keep_checkpoints=1)
+    data = toy_captions(4, 0)
+    train_connector(_vlm(), data, [], encode=byte_encode, config=cfg, out_dir=tmp_path, tower=TOWER, stop_at=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-2"]  # step-1 pruned
+    with pytest.raises(ConnectorError, match="--resume.*--overwrite"):
+        train_connector(_vlm(), data, [], encode=byte_encode, config=cfg, out_dir=tmp_path, tower=TOWER, resume=False)
+    (tmp_path / "step-2" / ".connector.json.k1.tmp").write_text("")  # left by a killed save
+    res = train_connector(_vlm(), data, [], encode=byte_encode, config=cfg, out_dir=tmp_path, tower=TOWER,
+                          resume=False, overwrite=True)
+    assert len(res.losses) == 3 and not list(tmp_path.rglob("*.tmp"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final", "losses.json", "step-2"]  # keep_checkpoints=1

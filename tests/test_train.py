@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tokenlm.train import TrainConfig, global_batch_indices, train
+from tokenlm.checkpoint import MANIFEST_FILE, rows_file
+from tokenlm.train import TrainConfig, TrainError, global_batch_indices, train
 from uti.config import from_dict
 from uti.errors import ConfigError
 
@@ -52,18 +53,18 @@ def test_global_batches_walk_epoch_permutations():
 def test_resume_reproduces_uninterrupted_losses(setup, tmp_path):
     full = train(_cfg(setup, tmp_path / "full", eval_fraction=0.2, eval_every=2))
     part = train(_cfg(setup, tmp_path / "cut", eval_fraction=0.2, eval_every=2, stop_at=2))
-    assert len(part.losses) == 2 and not (tmp_path / "cut" / "trainable_rows.safetensors").exists()
+    assert len(part.losses) == 2 and not (tmp_path / "cut" / MANIFEST_FILE).exists()
     resumed = train(_cfg(setup, tmp_path / "cut", eval_fraction=0.2, eval_every=2, resume=True))
     assert resumed.resumed_from == 2
     assert resumed.losses == full.losses  # exactly, not approximately
     assert resumed.eval_losses == full.eval_losses
-    a = load_file(str(tmp_path / "full" / "trainable_rows.safetensors"))
-    b = load_file(str(tmp_path / "cut" / "trainable_rows.safetensors"))
+    a = load_file(str(rows_file(tmp_path / "full")))
+    b = load_file(str(rows_file(tmp_path / "cut")))
     assert torch.equal(a["embed_rows"], b["embed_rows"])
     assert full.losses[-1] < full.losses[0]
     # resuming with another global batch is refused
     with pytest.raises(Exception, match="global_batch"):
-        train(_cfg(setup, tmp_path / "cut", batch_size=3, resume=True, steps=4))
+        train(_cfg(setup, tmp_path / "cut", eval_fraction=0.2, eval_every=2, batch_size=3, resume=True, steps=4))
 
 
 def test_rows_stage_leaves_base_bit_identical(setup, tmp_path):
@@ -92,8 +93,8 @@ def test_two_cpu_processes_match_one(setup, tmp_path):
     assert ddp["processes"] == 2
     one = train(_cfg(setup, tmp_path / "one", steps=3, batch_size=2, grad_accum=2))
     torch.testing.assert_close(torch.tensor(ddp["losses"]), torch.tensor(one.losses), rtol=1e-5, atol=1e-6)
-    a = load_file(str(tmp_path / "ddp" / "trainable_rows.safetensors"))["embed_rows"]
-    b = load_file(str(tmp_path / "one" / "trainable_rows.safetensors"))["embed_rows"]
+    a = load_file(str(rows_file(tmp_path / "ddp")))["embed_rows"]
+    b = load_file(str(rows_file(tmp_path / "one")))["embed_rows"]
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
@@ -130,3 +131,69 @@ def test_make_tiny_lm_writes_a_loadable_qwen3(tmp_path):
     assert model.config.model_type == "qwen3" and model.config.vocab_size == 512 and model.config.tie_word_embeddings
     assert (tmp_path / "lm" / "model.safetensors").is_file() and summary["steps"] == 3
     assert torch.isfinite(torch.tensor(summary["last_loss"]))
+
+
+def _steps(out: Path) -> list[str]:
+    return sorted(p.name for p in (out / "checkpoints").iterdir())
+
+
+def test_keep_last_prunes_step_checkpoints(setup, tmp_path):
+    train(_cfg(setup, tmp_path / "o", steps=4, save_every=1, keep_last=2))
+    assert _steps(tmp_path / "o") == ["step-000003", "step-000004"]
+    with pytest.raises(ConfigError, match="keep_last"):
+        _cfg(setup, tmp_path / "x", keep_last=0)
+
+
+def test_resume_refuses_other_tasks_or_data(setup, tmp_path):
+    out = tmp_path / "o"
+    train(_cfg(setup, out, stop_at=2, save_every=1))
+    with pytest.raises(TrainError, match=r"tasks=\['i2t', 'text'\], this run has \['i2t'\]"):
+        train(_cfg(setup, out, tasks=("i2t",), resume=True))
+    other = tmp_path / "other.jsonl"
+    lines = Path(setup["data"]).read_text().splitlines()
+    other.write_text("\n".join(lines[:-1] + [lines[-1].replace("a", "the")]) + "\n")  # same count, other content
+    with pytest.raises(TrainError, match="data_hash="):
+        train(_cfg(setup, out, data=(str(other),), resume=True))
+    assert train(_cfg(setup, out, resume=True)).resumed_from == 2
+
+
+def test_non_empty_out_needs_resume_or_overwrite(setup, tmp_path):
+    out = tmp_path / "o"
+    train(_cfg(setup, out, steps=3, save_every=1))
+    with pytest.raises(TrainError, match="pass --resume to continue it or --overwrite to replace it"):
+        train(_cfg(setup, out, steps=1))
+    (out / ".trainable_rows.json.x1.tmp").write_text("")  # left by a killed run
+    train(_cfg(setup, out, steps=1, overwrite=True))
+    assert _steps(out) == ["step-000001"] and not list(out.rglob("*.tmp"))
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(TrainError, match="notes.txt, which no training run writes"):
+        train(_cfg(setup, out, steps=1, overwrite=True))
+    assert (out / MANIFEST_FILE).is_file() and _steps(out) == ["step-000001"]  # nothing deleted
+
+
+def test_stale_temp_files_are_cleaned_at_start(setup, tmp_path):
+    out = tmp_path / "o"
+    train(_cfg(setup, out, stop_at=2, save_every=1))
+    step = out / "checkpoints" / "step-000002"
+    (step / ".train_state.json.abc.tmp").write_text("")
+    (out / "checkpoints" / ".deleting-step-000001").mkdir()
+    train(_cfg(setup, out, resume=True))
+    assert not list(out.rglob(".*.tmp")) and not list(out.rglob(".deleting-*"))
+
+
+def test_cli_dtype_and_device(setup, tmp_path):
+    from click.testing import CliRunner
+
+    from tokenlm.checkpoint import read_manifest
+    from tokenlm.cli import main
+
+    args = ["train", "--data", setup["data"], "--space", setup["space"], "--base", setup["base"], "--steps", "1",
+            "--max-len", "64", "--batch-size", "2", "--task", "text", "--no-progress"]
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "bf"), "--dtype", "bfloat16", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert read_manifest(tmp_path / "bf")["dtype"] == "bfloat16"
+    if not torch.cuda.is_available():
+        res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "gpu"), "--device", "cuda"])
+        assert res.exit_code == 2 and "--device cuda" in res.output and "Traceback" not in res.output
+    res = CliRunner().invoke(main, args + ["--out", str(tmp_path / "bf")])
+    assert res.exit_code == 2 and "--overwrite" in res.output

@@ -1,62 +1,64 @@
 """Trainable-rows checkpoints: save the new rows (and any other trained tensors) small, load them back safely.
 
-A checkpoint folder holds three files, each written atomically (temp file + rename), manifest last:
+A checkpoint folder holds (see `tokenlm.ckpt_store` for why the data files carry content hashes in their names):
 
-* ``trainable_rows.safetensors``: ``embed_rows`` (N, D), ``head_rows`` (N, D) when the head is untied, and
-  for stages `lora`/`full` every other trained parameter under its model name.
-* ``trainable_rows.json``: the manifest (see `_manifest`): base model id, base fingerprint, base vocab size,
-  row range, total, tied, dtype, token-space name and hash, stage, init, toolkit version, the trained
-  parameter names (checked against `requires_grad` on save and load), the LoRA config for stage `lora`,
-  and `tensors_hash` (`uti.hashing.hash_tensors` of the saved tensors).
-* ``token_space.json``: a copy of the space the rows belong to.
+* ``trainable_rows.<hash>.safetensors``: ``embed_rows`` (N, D), ``head_rows`` (N, D) when the head is untied,
+  and for stages `lora`/`full` every other trained parameter under its model name.
+* ``token_space.<hash>.json``: a copy of the space the rows belong to.
+* ``trainable_rows.json``: the manifest (schema `tokenlm.rows_manifest`, written last: the commit point):
+  base model id, base fingerprint, base vocab size, row range, total, tied, dtype, hidden size, token-space
+  name and hash, stage, init, toolkit version, the trained parameter names (checked against
+  `requires_grad` on save and load), the LoRA config for stage `lora`, the tensor shapes and dtypes,
+  `tensors_hash` (`uti.hashing.hash_tensors`), the data file names with their hashes, and `content_hash`
+  over all of it, so no field can be edited unnoticed.
 
-Base fingerprint: `hash_tensors` of a strided sample of the base embedding (every ceil(V/1024)-th row plus
-the last row, cast to float32 so a bf16 and an fp32 load of the same weights agree) together with the
-full shape. It costs nothing even for a 151936 x 4096 matrix and tells apart any two differently trained
-bases; untied heads get the same fingerprint of the head weight.
+Saving over an existing checkpoint is crash-safe: a kill at any point leaves the old or the new one.
 
-`load_rows` refuses, with one line each: another base (vocab size, fingerprint, tied-ness), rows of another
-space (both hashes, both files), a truncated or edited safetensors file, dtype or shape mismatches.
+Base fingerprint: `tokenlm.fingerprint.model_fingerprint` of the whole grown base (every parameter and
+buffer: name, shape, a bounded bf16-rounded value sample; the new rows left out), so a base with another
+`q_proj` is refused while a float32 and a bfloat16 load of the same weights agree. For stage `full`,
+whose checkpoint holds every parameter, only names and shapes count.
+
+`load_rows` refuses, with one line each and before building anything: an edited manifest or data file,
+another base (vocab size, hidden size, fingerprint, tied-ness), rows of another space (both hashes, both
+files), a truncated or edited safetensors file, dtype or shape mismatches, sizes beyond the base's.
 The older ``trainable_rows.pt`` layout (keys row_start, row_end, base_llm, embeddings, lm_head, dtype) is
 read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
 import torch
 from torch import nn
 
 from uti.errors import HashMismatchError, UTIError
-from uti.hashing import hash_tensors
+from uti.hashing import hash_json, hash_tensors
 from uti.io import atomic_save_safetensors, atomic_write_json
 from uti.space import TokenSpace
 
 from . import __version__
+from .ckpt_store import commit, content_name, data_path, read_json, read_tensors
+from .fingerprint import model_fingerprint
 from .model import apply_stage, grow_model, grown_modules, growth_info, trainable_row_params, trained_parameter_names
+from .rows_manifest import FORMAT, VERSION, content_hash, parse_manifest
 
-__all__ = ["CheckpointError", "ROWS_FILE", "MANIFEST_FILE", "SPACE_FILE", "LEGACY_FILE", "base_fingerprint",
-           "save_rows", "load_rows", "read_manifest", "checkpoint_space", "load_legacy_rows"]
+__all__ = ["CheckpointError", "ROWS_STEM", "MANIFEST_FILE", "SPACE_STEM", "LEGACY_FILE", "base_fingerprint",
+           "save_rows", "load_rows", "read_manifest", "checkpoint_space", "check_space", "load_legacy_rows",
+           "rows_file"]
 
-FORMAT = "tokenlm-trainable-rows"
-ROWS_FILE, MANIFEST_FILE, SPACE_FILE = "trainable_rows.safetensors", "trainable_rows.json", "token_space.json"
+ROWS_STEM, SPACE_STEM, MANIFEST_FILE = "trainable_rows", "token_space", "trainable_rows.json"
 LEGACY_FILE = "trainable_rows.pt"
-_SAMPLE_ROWS = 1024
+_BOUND = 3  # saved tensors beyond the rows may hold at most this many times the base's parameters (LoRA r <= D)
 
 
 class CheckpointError(UTIError, ValueError):
     """A rows checkpoint is missing, damaged, or does not fit the base model or token space."""
 
 
-def base_fingerprint(weight: torch.Tensor) -> str:
-    """Cheap content fingerprint of a (V, D) base matrix: strided row sample (float32) + shape."""
-    v = weight.shape[0]
-    step = max(1, -(-v // _SAMPLE_ROWS))
-    idx = torch.cat([torch.arange(0, v, step), torch.tensor([v - 1])])
-    sample = weight.detach()[idx.to(weight.device)].float().cpu()
-    return hash_tensors({"sample": sample, "shape": torch.tensor(list(weight.shape))})
+def base_fingerprint(model: nn.Module, stage: str = "rows") -> str:
+    """Fingerprint of the base inside grown `model` (new rows excluded; names and shapes only for `full`)."""
+    return model_fingerprint(model, skip=trainable_row_params(model).values(), param_values=stage != "full")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -74,33 +76,37 @@ def _saved_tensors(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]
     return tensors, trained_parameter_names(model)
 
 
-def _manifest(model: nn.Module, space: TokenSpace, tensors: dict, trained: list[str], base_model: str | None) -> dict:
+def _lora_config(model: nn.Module) -> dict | None:
+    cfg = next(iter(model.peft_config.values()))
+    return {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.to_dict().items()
+            if k in ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "use_rslora")}
+
+
+def _manifest(model: nn.Module, space: TokenSpace, tensors: dict, trained: list[str], base_model: str | None,
+              files: dict[str, dict]) -> dict:
     info = growth_info(model)
-    emb, head = grown_modules(model)
+    emb, _ = grown_modules(model)
     stage = info.get("stage", "rows")
-    lora = None
-    if stage == "lora":
-        cfg = next(iter(model.peft_config.values()))
-        lora = {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.to_dict().items()
-                if k in ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "use_rslora")}
-    return {
-        "format": FORMAT, "version": 1, "toolkit_version": __version__,
+    manifest = {
+        "format": FORMAT, "version": VERSION, "toolkit_version": __version__,
         "base_model": base_model or info["base_model"],
-        "base_fingerprint": base_fingerprint(emb.base.weight),
-        "base_head_fingerprint": None if head.tied else base_fingerprint(head.base_weight),
+        "base_fingerprint": base_fingerprint(model, stage),
         "base_vocab_size": info["base_vocab_size"], "row_start": info["row_start"], "row_end": info["row_end"],
         "total": info["total"], "tied": info["tied"], "dtype": info["dtype"], "hidden_size": emb.embedding_dim,
         "token_space": {"name": space.name, "hash": space.hash,
                         "source": str(space.path.resolve()) if space.path is not None else None},
         "stage": stage, "init": info.get("init"),
-        "trained": trained, "lora_config": lora,
+        "trained": trained, "lora_config": _lora_config(model) if stage == "lora" else None,
         "tensors": {k: {"shape": list(t.shape), "dtype": _dtype_name(t.dtype)} for k, t in tensors.items()},
-        "tensors_hash": hash_tensors(tensors),
+        "tensors_hash": files["tensors"]["hash"], "files": files,
     }
+    manifest["content_hash"] = content_hash(manifest)
+    parse_manifest(manifest, "manifest being saved", CheckpointError)  # the saver obeys the reader's schema
+    return manifest
 
 
 def save_rows(model: nn.Module, out_dir: str | Path, space: TokenSpace, base_model: str | None = None) -> Path:
-    """Write the rows checkpoint of a grown model to `out_dir`; returns the folder.
+    """Write the rows checkpoint of a grown model to `out_dir` (crash-safe over an old one); returns the folder.
 
     The saved tensors are exactly the parameters with `requires_grad` (rows under canonical names).
     """
@@ -113,31 +119,48 @@ def save_rows(model: nn.Module, out_dir: str | Path, space: TokenSpace, base_mod
     if not row_names <= set(trained):
         raise CheckpointError(f"rows {sorted(row_names - set(trained))} do not require grad; nothing coherent to save "
                               "(call tokenlm.model.apply_stage first)")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = _manifest(model, space, tensors, trained, base_model)
-    atomic_save_safetensors(out / ROWS_FILE, tensors, metadata={"format": FORMAT, "token_space_hash": space.hash})
-    atomic_write_json(out / SPACE_FILE, space.to_json())
-    atomic_write_json(out / MANIFEST_FILE, manifest)
-    return out
+    space_json = space.to_json()
+    t_hash, s_hash = hash_tensors(tensors), hash_json(space_json)
+    files = {"tensors": {"name": content_name(ROWS_STEM, t_hash, ".safetensors"), "hash": t_hash},
+             "space": {"name": content_name(SPACE_STEM, s_hash, ".json"), "hash": s_hash}}
+    manifest = _manifest(model, space, tensors, trained, base_model, files)
+    meta = {"format": FORMAT, "token_space_hash": space.hash}
+    return commit(out_dir, [
+        (ROWS_STEM, ".safetensors", t_hash, lambda p: atomic_save_safetensors(p, tensors, metadata=meta)),
+        (SPACE_STEM, ".json", s_hash, lambda p: atomic_write_json(p, space_json)),
+    ], MANIFEST_FILE, manifest)
 
 
 def read_manifest(ckpt_dir: str | Path) -> dict:
-    """The manifest of a rows checkpoint, with a one-line error when missing or malformed."""
+    """The manifest of a rows checkpoint, content hash and schema checked; one-line error when missing or bad."""
     path = Path(ckpt_dir) / MANIFEST_FILE
     if not path.is_file():
-        legacy = " (it holds the older trainable_rows.pt: use load_legacy_rows / `tokenlm import-rows`)" \
+        legacy = " (it holds the older trainable_rows.pt: use load_legacy_rows / `tokenlm rows import`)" \
             if (Path(ckpt_dir) / LEGACY_FILE).is_file() else ""
         raise CheckpointError(f"{ckpt_dir} is not a rows checkpoint: no {MANIFEST_FILE}{legacy}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: cannot read manifest: {err}") from None
-    missing = [k for k in ("format", "base_vocab_size", "row_start", "row_end", "tied", "dtype", "token_space",
-                           "stage", "trained", "tensors", "tensors_hash", "base_fingerprint") if k not in data]
-    if data.get("format") != FORMAT or missing:
-        raise CheckpointError(f"{path}: not a {FORMAT} manifest (missing {', '.join(missing) or 'format'})")
+    data = read_json(path, CheckpointError)
+    parse_manifest(data, str(path), CheckpointError)
     return data
+
+
+def rows_file(ckpt_dir: str | Path) -> Path:
+    """The tensors file the manifest of `ckpt_dir` names (content-named, so look it up here)."""
+    ckpt_dir = Path(ckpt_dir)
+    name = read_manifest(ckpt_dir)["files"]["tensors"]["name"]
+    return data_path(ckpt_dir, name, ROWS_STEM, ".safetensors", CheckpointError)
+
+
+def _own_space(ckpt_dir: Path, manifest: dict) -> TokenSpace:
+    """The checkpoint's copy of its space, its file hash checked before it is parsed."""
+    ref = manifest["files"]["space"]
+    path = data_path(ckpt_dir, ref["name"], SPACE_STEM, ".json", CheckpointError)
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; the checkpoint folder is incomplete")
+    data = read_json(path, CheckpointError)
+    if hash_json(data) != ref["hash"]:
+        raise HashMismatchError(f"{path} has hash {hash_json(data)} but {ckpt_dir / MANIFEST_FILE} records "
+                                f"{ref['hash']}; the checkpoint folder was edited")
+    return TokenSpace.from_json(data, path)
 
 
 def checkpoint_space(ckpt_dir: str | Path, manifest: dict | None = None) -> TokenSpace:
@@ -153,65 +176,77 @@ def checkpoint_space(ckpt_dir: str | Path, manifest: dict | None = None) -> Toke
                 return original
         except UTIError:
             pass  # edited or broken since: fall back to the copy
-    return TokenSpace.from_file(ckpt_dir / SPACE_FILE)
+    return _own_space(ckpt_dir, manifest)
+
+
+def check_space(ckpt_dir: str | Path, manifest: dict, space: TokenSpace | None = None) -> TokenSpace:
+    """The space to use (`space`, else the folder's copy, its file hash checked); refuses a checkpoint of
+    another space, showing both hashes and both files."""
+    return _check_space(manifest, Path(ckpt_dir), space)
 
 
 def _check_space(manifest: dict, ckpt_dir: Path, space: TokenSpace | None) -> TokenSpace:
-    """The space to use; refuses a checkpoint of another space, showing both hashes and both files."""
-    own = TokenSpace.from_file(ckpt_dir / SPACE_FILE) if (ckpt_dir / SPACE_FILE).is_file() else None
+    own = _own_space(ckpt_dir, manifest)
     recorded = manifest["token_space"]["hash"]
-    if own is not None and own.hash != recorded:
-        raise HashMismatchError(f"{ckpt_dir / SPACE_FILE} has hash {own.hash} but {ckpt_dir / MANIFEST_FILE} "
+    if own.hash != recorded:
+        raise HashMismatchError(f"{own.path} has hash {own.hash} but {ckpt_dir / MANIFEST_FILE} "
                                 f"records {recorded}; the checkpoint folder was edited")
     space = space or own
-    if space is None:
-        raise CheckpointError(f"{ckpt_dir} has no {SPACE_FILE}; pass the token space explicitly")
     if space.hash != recorded:
-        raise HashMismatchError(f"rows in {ckpt_dir} belong to token space hash {recorded} ({ckpt_dir / SPACE_FILE}), "
+        raise HashMismatchError(f"rows in {ckpt_dir} belong to token space hash {recorded} ({own.path}), "
                                 f"not to space {space.name!r} hash {space.hash} ({space.path or 'in memory'})")
     return space
 
 
 def _check_base(model: nn.Module, manifest: dict, where: Path) -> None:
+    """Refuse another base (vocab, width, tied-ness, dtype, fingerprint) and sizes beyond the base's."""
     info = growth_info(model)
-    emb, head = grown_modules(model)
+    emb, _ = grown_modules(model)
     checks = [
         ("base vocab size", manifest["base_vocab_size"], info["base_vocab_size"]),
         ("row range", [manifest["row_start"], manifest["row_end"]], [info["row_start"], info["row_end"]]),
+        ("hidden size", manifest["hidden_size"], emb.embedding_dim),
         ("tied head", manifest["tied"], info["tied"]),
-        ("base embedding fingerprint", manifest["base_fingerprint"], base_fingerprint(emb.base.weight)),
     ]
-    if not info["tied"] and manifest.get("base_head_fingerprint"):
-        checks.append(("base head fingerprint", manifest["base_head_fingerprint"], base_fingerprint(head.base_weight)))
-    if manifest["dtype"] != info["dtype"]:
-        raise CheckpointError(f"{where} holds {manifest['dtype']} rows but the base model is loaded as "
-                              f"{info['dtype']}; "
-                              f"load the base with dtype {manifest['dtype']}")
     for what, want, got in checks:
         if want != got:
             raise CheckpointError(f"{where} was trained on another base model ({manifest.get('base_model')!r}): "
                                   f"{what} {want} != {got} of the loaded base; load the base the rows were made for")
+    if manifest["dtype"] != info["dtype"]:
+        raise CheckpointError(f"{where} holds {manifest['dtype']} rows but the base model is loaded as "
+                              f"{info['dtype']}; load the base with dtype {manifest['dtype']}")
+    got = base_fingerprint(model, manifest["stage"])
+    if manifest["base_fingerprint"] != got:
+        raise CheckpointError(f"{where} was trained on another base model ({manifest.get('base_model')!r}): "
+                              f"base fingerprint {manifest['base_fingerprint']} != {got} of the loaded base; "
+                              "load the base the rows were made for")
+    base_numel = sum(p.numel() for p in model.parameters())
+    saved = sum(_numel(spec["shape"]) for spec in manifest["tensors"].values())
+    if saved > _BOUND * base_numel:
+        raise CheckpointError(f"{where} lists {saved} saved values, more than {_BOUND} x the base's {base_numel} "
+                              "parameters; the manifest is not from a real training run")
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
+def _numel(shape: list[int]) -> int:
+    from math import prod
 
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing")
-    try:
-        return load_file(str(path))
-    except Exception as err:  # safetensors raises several types for truncated/garbled headers
-        raise CheckpointError(f"{path} is truncated or not a safetensors file ({str(err).splitlines()[0]})") from None
+    return prod(shape)
 
 
 def _prepare_stage(model: nn.Module, manifest: dict, where: Path) -> nn.Module:
     stage = manifest["stage"]
     lora_config = None
-    if stage == "lora" and manifest.get("lora_config"):
-        from peft import LoraConfig
+    try:
+        if stage == "lora":
+            from peft import LoraConfig
 
-        lora_config = LoraConfig(**manifest["lora_config"])
-    model = apply_stage(model, stage, lora_config)
+            lora_config = LoraConfig(**manifest["lora_config"])
+        model = apply_stage(model, stage, lora_config)
+    except UTIError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError) as err:  # peft: unknown target modules and the like
+        raise CheckpointError(f"{where}: cannot apply stage {stage!r} with its LoRA config "
+                              f"({str(err).splitlines()[0][:160]})") from None
     trained = trained_parameter_names(model)
     if trained != manifest["trained"]:
         extra, lack = sorted(set(trained) - set(manifest["trained"])), sorted(set(manifest["trained"]) - set(trained))
@@ -229,7 +264,9 @@ def load_rows(model: nn.Module, ckpt_dir: str | Path, space: TokenSpace | None =
     """Patch the rows (and other trained tensors) of `ckpt_dir` onto `model` and return the model to use.
 
     `model` is the base model (it is grown here) or an already grown one; `space` defaults to the
-    checkpoint's own copy. Every mismatch is refused with a `CheckpointError`/`HashMismatchError`.
+    checkpoint's own copy. Order: manifest (content hash, schema), space, base (fingerprint, sizes),
+    tensors file (size, shapes, hash), and only then the LoRA modules are built and the tensors copied.
+    Every mismatch is refused with a `CheckpointError`/`HashMismatchError`.
     """
     ckpt_dir = Path(ckpt_dir)
     manifest = read_manifest(ckpt_dir)
@@ -239,19 +276,18 @@ def load_rows(model: nn.Module, ckpt_dir: str | Path, space: TokenSpace | None =
     except UTIError:
         model = grow_model(model, space)
     _check_base(model, manifest, ckpt_dir)
-    tensors = _read_tensors(ckpt_dir / ROWS_FILE)
-    if set(tensors) != set(manifest["tensors"]) or hash_tensors(tensors) != manifest["tensors_hash"]:
-        raise CheckpointError(f"{ckpt_dir / ROWS_FILE} does not match its manifest (tensors hash "
-                              f"{hash_tensors(tensors)} != recorded {manifest['tensors_hash']}): edited or damaged")
+    path = data_path(ckpt_dir, manifest["files"]["tensors"]["name"], ROWS_STEM, ".safetensors", CheckpointError)
+    specs = {k: (v["shape"], v["dtype"]) for k, v in manifest["tensors"].items()}
+    tensors = read_tensors(path, specs, manifest["tensors_hash"], CheckpointError)
     model = _prepare_stage(model, manifest, ckpt_dir)
     targets = _targets(model)
     with torch.no_grad():
         for key, t in tensors.items():
             dst = targets.get(key)
             if dst is None:
-                raise CheckpointError(f"{ckpt_dir / ROWS_FILE}: tensor {key!r} has no parameter in the model")
+                raise CheckpointError(f"{path}: tensor {key!r} has no parameter in the model")
             if dst.shape != t.shape or dst.dtype != t.dtype:
-                raise CheckpointError(f"{ckpt_dir / ROWS_FILE}: {key} is {_dtype_name(t.dtype)} {list(t.shape)}, the "
+                raise CheckpointError(f"{path}: {key} is {_dtype_name(t.dtype)} {list(t.shape)}, the "
                                       f"model expects {_dtype_name(dst.dtype)} {list(dst.shape)}")
             dst.copy_(t)
     return model

@@ -22,7 +22,7 @@ from uti.space import TokenSpace
 __all__ = ["main"]
 
 ROWS_OPTION = click.option("--rows", "rows_dir", required=True, type=click.Path(exists=True, file_okay=False),
-                           help="Rows checkpoint folder (trainable_rows.safetensors + .json + token_space.json).")
+                           help="Rows checkpoint folder (trainable_rows.json and the files it names).")
 BASE_OPTION = click.option("--base", default=None,
                            help="Base model (hub id or folder); default: the space's base_model asset, else the id "
                                 "recorded in the checkpoint.")

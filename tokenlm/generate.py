@@ -20,7 +20,7 @@ from uti import specials as S
 from uti.errors import MissingAssetError, UTIError
 from uti.space import TokenSpace
 
-from .checkpoint import checkpoint_space, load_rows, read_manifest
+from .checkpoint import check_space, checkpoint_space, load_rows, read_manifest
 from .constraints import TokenSpaceLogitsProcessor
 from .model import load_base
 
@@ -48,6 +48,7 @@ def load_generator(rows_dir: str | Path, base: str | None = None,
     """(grown model with rows patched, its space, the checkpoint manifest), every hash checked."""
     rows_dir = Path(rows_dir)
     manifest = read_manifest(rows_dir)
+    check_space(rows_dir, manifest, space)  # the folder's own files first: refuse before loading any base
     space = space or checkpoint_space(rows_dir, manifest)
     ref = resolve_base(space, manifest, base)
     model = load_base(ref, dtype=manifest["dtype"])

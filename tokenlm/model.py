@@ -53,16 +53,31 @@ class StageError(UTIError, ValueError):
     """Unknown training stage or a model not prepared for it."""
 
 
-def load_base(name_or_path: str, dtype: str | torch.dtype = "float32") -> nn.Module:
-    """Load a causal LM by hub id or local directory with `AutoModelForCausalLM` (eval mode, no grads yet)."""
+def load_base(name_or_path: str, dtype: str | torch.dtype = "float32", verbose: bool = False) -> nn.Module:
+    """Load a causal LM by hub id or local directory with `AutoModelForCausalLM` (eval mode, no grads yet).
+
+    transformers' weight-loading progress bars show only with `verbose`.
+    """
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from pathlib import Path
 
     torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    if Path(name_or_path).is_dir() and not (Path(name_or_path) / "config.json").is_file():
+        raise MissingAssetError(f"base model folder {name_or_path} has no config.json; give a Hugging Face model "
+                                "folder (config.json + weights) or a hub id")
+    bars = hf_logging.is_progress_bar_enabled()
+    if not verbose:
+        hf_logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch_dtype)
-    except OSError as err:
-        raise MissingAssetError(f"cannot load base model {name_or_path!r}: {str(err).splitlines()[0]} "
+    except (OSError, ValueError) as err:  # ValueError: a config.json that names no known model type
+        raise MissingAssetError(f"cannot load base model {name_or_path!r}: {str(err).splitlines()[0][:200]} "
                                 "(give a local directory or a cached hub id)") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return model.eval()
 
 

@@ -11,10 +11,14 @@ One code path for one CPU process, `torchrun`/`accelerate launch` with DDP (gloo
   same global batch give the same update.
 * Checkpoints under `out/checkpoints/step-NNNNNN/`: the rows checkpoint (`tokenlm.checkpoint.save_rows`)
   plus `train_state.safetensors` (optimizer tensors under `optimizer.state.<i>.<name>`, RNG states) and
-  `train_state.json` (step, loss history, param groups, data schedule facts). No pickle. Resume loads the
-  newest one and reproduces the uninterrupted run's losses exactly.
+  `train_state.json` (written last: step, loss history, param groups, and the run's facts: tasks, a
+  fingerprint of the built train/eval sequences, global batch, seed, ...). No pickle. Only the newest
+  `keep_last` step folders are kept. Resume loads the newest one, refuses other facts (one line showing
+  both) and reproduces the uninterrupted run's losses exactly.
 * The final rows go to `out/` itself (the folder `tokenlm generate --rows` takes), the summary to
   `out/train_result.json`.
+* A non-empty `out` needs `resume` or `overwrite` (which deletes only what a run writes); what killed
+  runs left (temp files, half-pruned folders) is cleaned at start (`tokenlm.run_dir`).
 
 FSDP: the model is prepared by Accelerate, so an FSDP `accelerate launch` config wraps it; the optimizer
 state written here is then each rank's shard view and resume is supported for DDP/single process only.
@@ -38,13 +42,20 @@ from uti.errors import UTIError
 from uti.io import atomic_save_safetensors, atomic_write_json
 from uti.space import TokenSpace
 
+from .checkpoint import MANIFEST_FILE, ROWS_STEM, SPACE_STEM
 from .data import build_rows, build_sequences, collate, label_count, load_shard_items, read_records, split_records
 from .train_config import TrainConfig
+from .run_dir import check_facts, prepare_out, prune_steps, rows_fingerprint, step_dirs
 from .train_state import optimizer_state_join, optimizer_state_split
 
 __all__ = ["TrainConfig", "TrainResult", "TrainError", "train", "global_batch_indices", "latest_checkpoint"]
 
 STATE_FORMAT = "tokenlm-train-state"
+STEP_PATTERN, STATE_FILE = r"step-(\d+)", "train_state.json"
+# what a run writes into out/: anything else makes --overwrite refuse
+_ARTIFACT = re.compile(rf"{MANIFEST_FILE}|{ROWS_STEM}\.[0-9a-f]{{16}}\.safetensors|{SPACE_STEM}\.[0-9a-f]{{16}}\.json|"
+                       r"train_result\.json|checkpoints|trainable_rows\.safetensors|token_space\.json|\..*\.tmp|"
+                       r"\.deleting-.*")
 
 
 class TrainError(UTIError, ValueError):
@@ -154,7 +165,7 @@ def _save_train_state(folder: Path, optimizer: Any, step: int, losses: list, eva
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
     py_state = random.getstate()
     atomic_save_safetensors(folder / "train_state.safetensors", tensors, metadata={"format": STATE_FORMAT})
-    atomic_write_json(folder / "train_state.json", {
+    atomic_write_json(folder / STATE_FILE, {
         "format": STATE_FORMAT, "version": 1, "step": step, "losses": losses, "eval_losses": evals,
         "param_groups": opt_json["param_groups"], "optimizer_scalars": opt_json["scalars"],
         "python_random": [py_state[0], list(py_state[1]), py_state[2]], **facts,
@@ -165,15 +176,12 @@ def _load_train_state(folder: Path, optimizer: Any, facts: dict) -> dict:
     from safetensors.torch import load_file
 
     try:
-        meta = json.loads((folder / "train_state.json").read_text(encoding="utf-8"))
+        meta = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
         tensors = load_file(str(folder / "train_state.safetensors"))
     except Exception as err:  # missing, truncated or garbled files
         raise TrainError(f"{folder}: cannot read train state ({str(err).splitlines()[0]}); "
                          "delete this checkpoint folder to resume from an earlier one") from None
-    for key, want in facts.items():
-        if meta.get(key) != want:
-            raise TrainError(f"{folder} was written with {key}={meta.get(key)!r}, this run has {want!r}; "
-                             "resume with the same data, seed and global batch, or start a new --out")
+    check_facts(folder, meta, facts, TrainError)
     optimizer_state_join(optimizer, tensors, {"param_groups": meta["param_groups"], "scalars": meta["optimizer_scalars"]})
     torch.set_rng_state(tensors["rng.torch"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
@@ -185,10 +193,8 @@ def _load_train_state(folder: Path, optimizer: Any, facts: dict) -> dict:
 
 def latest_checkpoint(out: str | Path) -> Path | None:
     """The newest `out/checkpoints/step-N` folder holding a complete train state, or None."""
-    root = Path(out) / "checkpoints"
-    found = [(int(m.group(1)), p) for p in root.glob("step-*")
-             if (m := re.fullmatch(r"step-(\d+)", p.name)) and (p / "train_state.json").is_file()]
-    return max(found)[1] if found else None
+    found = step_dirs(Path(out) / "checkpoints", STEP_PATTERN, STATE_FILE)
+    return found[-1][1] if found else None
 
 
 # the loop ---------------------------------------------------------------------------------------
@@ -234,23 +240,50 @@ def _has_accelerator() -> bool:
     return bool(api.is_available()) if api is not None else torch.cuda.is_available()
 
 
+def _accelerator(config: TrainConfig) -> Any:
+    """Accelerate on the configured device: `cuda` without a visible GPU is a one-line error."""
+    from accelerate import Accelerator
+
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise TrainError("--device cuda asked for, but torch sees no CUDA GPU (torch.cuda.is_available() is "
+                         "False); use --device cpu or install a CUDA build of torch")
+    # Without a GPU/XPU/... we must say cpu=True, or Accelerate ignores torchrun's WORLD_SIZE (no gloo group).
+    return Accelerator(cpu=config.device == "cpu" or not _has_accelerator())
+
+
+def _prepare_out(config: TrainConfig, acc: Any) -> None:
+    """Every process checks `out` (non-empty needs resume/overwrite), then the main one clears/cleans it."""
+    args = (config.out, config.resume, config.overwrite, lambda p: bool(_ARTIFACT.fullmatch(p.name)), TrainError)
+    prepare_out(*args, first=(MANIFEST_FILE,), act=False)
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        prepare_out(*args, first=(MANIFEST_FILE,))
+    acc.wait_for_everyone()
+
+
+def _facts(config: TrainConfig, space: TokenSpace, gsize: int, train_rows: list, eval_rows: list) -> dict:
+    """What a resumed run must share with its checkpoint (checked by `check_facts`)."""
+    data = rows_fingerprint((r.input_ids, r.labels, r.position_ids) for r in train_rows + eval_rows)
+    return {"tasks": sorted(config.tasks), "data_hash": data, "global_batch": gsize, "seed": config.seed,
+            "train_rows": len(train_rows), "eval_rows": len(eval_rows), "max_len": config.max_len,
+            "steps": config.steps, "token_space_hash": space.hash}
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Run (or resume) training as configured; see the module docstring. Returns the losses."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
 
     from .checkpoint import save_rows
 
     t0 = time.perf_counter()
-    # Without a GPU/XPU/... we must say cpu=True, or Accelerate ignores torchrun's WORLD_SIZE (no gloo group).
-    acc = Accelerator(cpu=not _has_accelerator())
+    acc = _accelerator(config)
+    _prepare_out(config, acc)
     set_seed(config.seed)
     space = TokenSpace.load(config.space)
     train_rows, eval_rows = _load_data(config, space)
     gsize = config.batch_size * acc.num_processes * config.grad_accum
-    facts = {"global_batch": gsize, "seed": config.seed, "train_rows": len(train_rows), "max_len": config.max_len,
-             "steps": config.steps, "token_space_hash": space.hash}
+    facts = _facts(config, space, gsize, train_rows, eval_rows)
     resume_dir = latest_checkpoint(config.out) if config.resume else None
     wrapper = _build_model(config, space, resume_dir)
     params = [p for p in wrapper.parameters() if p.requires_grad]
@@ -268,6 +301,7 @@ def train(config: TrainConfig) -> TrainResult:
             save_rows(acc.unwrap_model(model).lm, folder, space, base_model=base_ref)
             if folder.name.startswith("step-"):
                 _save_train_state(folder, optimizer, step, losses, evals, facts)
+                prune_steps(step_dirs(folder.parent, STEP_PATTERN, STATE_FILE), config.keep_last)
         acc.wait_for_everyone()
 
     bar = tqdm(total=config.end_step, initial=start, desc=f"train {config.stage}", unit="step",

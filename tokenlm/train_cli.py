@@ -19,15 +19,18 @@ __all__ = ["train_command"]
 
 # option name -> TrainConfig key, for the options that map one to one
 _SIMPLE = ("stage", "space", "base", "steps", "batch_size", "grad_accum", "max_len", "lr", "eval_every", "save_every",
-           "seed", "chunk_tokens", "eval_fraction", "schedule", "warmup_steps", "init", "stop_at")
+           "seed", "chunk_tokens", "eval_fraction", "schedule", "warmup_steps", "init", "stop_at", "dtype", "device",
+           "keep_last")
 
 
 @click.command("train")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML/JSON file of TrainConfig keys; command-line options override it.")
-@click.option("--data", multiple=True, help="JSONL record file or uti-encode shard folder (repeatable).")
+@click.option("--data", multiple=True,
+              help="JSONL record file or uti-encode shard folder (repeatable). [required, or `data:` in --config]")
 @click.option("--eval-data", multiple=True, help="Held-out JSONL record file (repeatable).")
-@click.option("--out", help="Output folder (rows checkpoint, checkpoints/, train_result.json).")
+@click.option("--out", help="Output folder (rows checkpoint, checkpoints/, train_result.json). "
+              "[required, or `out:` in --config]")
 @click.option("--stage", type=click.Choice(["rows", "lora", "full"]), help="What trains. [default: rows]")
 @click.option("--space", help="Token space name or path. [default: tiny]")
 @click.option("--base", help="Base model hub id or folder. [default: the space's base_model asset]")
@@ -47,7 +50,14 @@ _SIMPLE = ("stage", "space", "base", "steps", "batch_size", "grad_accum", "max_l
 @click.option("--chunk-tokens", type=click.IntRange(1), help="Tokens per chunk of the full-vocabulary loss.")
 @click.option("--seed", type=int, help="Seed of init, data order and sampling. [default: 0]")
 @click.option("--stop-at", type=click.IntRange(1), help="End this run after step N (resume later with --resume).")
+@click.option("--keep-last", type=click.IntRange(1), help="Step checkpoints to keep (newest). [default: 3]")
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
+              help="Dtype to load the base model in (the new rows follow it). [default: float32]")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Where to train; auto takes the GPU when there is one. [default: auto]")
 @click.option("--resume", is_flag=True, default=None, help="Continue from the newest checkpoint under --out.")
+@click.option("--overwrite", is_flag=True, default=None,
+              help="Replace the run already in --out (deletes only files a training run writes).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
 def train_command(config_file: str | None, as_json: bool, no_progress: bool, **opts: Any) -> None:
@@ -61,7 +71,7 @@ def train_command(config_file: str | None, as_json: bool, no_progress: bool, **o
     for key in ("data", "eval_data", "tasks"):
         if opts.get(key):
             cfg[key] = list(opts[key])
-    for key in _SIMPLE + ("out", "resume"):
+    for key in _SIMPLE + ("out", "resume", "overwrite"):
         if opts.get(key) is not None:
             cfg[key] = opts[key]
     if no_progress or as_json:

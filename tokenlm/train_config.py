@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from uti.errors import ConfigError
 from uti.sequence import TASKS
 
-__all__ = ["TrainConfig", "SCHEDULES"]
+__all__ = ["TrainConfig", "SCHEDULES", "DEVICES"]
 
 SCHEDULES = ("constant", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -29,7 +30,8 @@ class TrainConfig:
     stage: str = "rows"  # rows | lora | full
     tasks: tuple[str, ...] = ("text", "i2t", "a2t", "t2i", "t2a")
     init: str = "mean_noise"  # new-row initialisation (tokenlm.model.INITS)
-    dtype: str = "float32"
+    dtype: str = "float32"  # dtype the base model is loaded in (the rows follow it)
+    device: str = "auto"  # auto | cpu | cuda (auto: the GPU when there is one)
     steps: int = 100  # optimizer steps of the whole run
     batch_size: int = 8  # packed rows per process per micro-batch
     grad_accum: int = 1
@@ -46,6 +48,8 @@ class TrainConfig:
     save_every: int = 0  # 0: checkpoint only at the end
     seed: int = 0
     resume: bool = False  # continue from the newest checkpoint under out/checkpoints
+    overwrite: bool = False  # delete the run already in `out` first (only files a run writes)
+    keep_last: int = 3  # step checkpoints kept under out/checkpoints (the newest ones; out/ itself always)
     stop_at: int | None = None  # end this run after this step (as if interrupted); the schedule still uses `steps`
     progress: bool = True
 
@@ -72,6 +76,9 @@ class TrainConfig:
             (min(self.eval_every, self.save_every, self.warmup_steps) >= 0, "eval_every, save_every, warmup_steps must be >= 0"),
             (self.stop_at is None or 1 <= self.stop_at <= self.steps, f"stop_at must be in [1, steps], got {self.stop_at}"),
             (self.dtype in ("float32", "bfloat16", "float16"), f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}"),
+            (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, got {self.device!r}"),
+            (self.keep_last >= 1, f"keep_last must be >= 1, got {self.keep_last}"),
+            (not (self.resume and self.overwrite), "give either --resume (resume: true) or --overwrite, not both"),
         ]
         for ok, msg in checks:
             if not ok:

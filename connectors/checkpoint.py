@@ -62,12 +62,7 @@ def save_connector(
     lora = _lora_state(vlm) if vlm.lora else None
     if lora is not None:
         atomic_save_safetensors(out / LORA_WEIGHTS, lora, metadata={"format": FORMAT})
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        toolkit = version("uti")
-    except PackageNotFoundError:
-        toolkit = "0+unknown"
+    from . import __version__ as toolkit  # the distribution is `uti-toolkit`; "uti" was never found
     manifest = {
         "format": FORMAT,
         "schema": 1,

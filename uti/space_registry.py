@@ -35,7 +35,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a plain folder name: no sep
 class SpaceRoot:
     """A folder whose subfolders holding a token_space.json are spaces, and who provides it."""
 
-    provider: str  # entry-point name, "UTI_SPACES_DIR" or "source tree"
+    provider: str  # entry-point name ("uti-toolkit" for the toolkit's own) or "UTI_SPACES_DIR"
     path: Path
 
 
@@ -50,8 +50,8 @@ def own_spaces_dir() -> Path:
 
 
 def _entry_point_roots() -> list[SpaceRoot]:
-    """Folders named by the `uti.token_spaces` entry points, the toolkit's own first, then by name."""
-    eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: (ep.name != "uti-toolkit", ep.name))
+    """Folders named by the `uti.token_spaces` entry points, by entry-point name."""
+    eps = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
     roots = []
     for ep in eps:
         try:
@@ -67,11 +67,15 @@ def _entry_point_roots() -> list[SpaceRoot]:
 
 
 def space_roots() -> list[SpaceRoot]:
-    """Every folder searched for spaces by name, without duplicates (by resolved path)."""
+    """Every folder searched for spaces by name, the toolkit's own first, without duplicates (by resolved path).
+
+    The toolkit's entry point names the same folder as `own_spaces_dir()` when installed; the folder is listed
+    even without it (a source tree, or metadata installed before the registry existed).
+    """
     if os.environ.get("UTI_SPACES_DIR"):
         return [SpaceRoot("UTI_SPACES_DIR", own_spaces_dir())]
     roots, seen = [], set()
-    for root in [*_entry_point_roots(), SpaceRoot("source tree", own_spaces_dir())]:
+    for root in [SpaceRoot("uti-toolkit", own_spaces_dir()), *_entry_point_roots()]:
         key = root.path.resolve()
         if key not in seen and root.path.is_dir():
             seen.add(key)

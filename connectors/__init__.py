@@ -5,6 +5,8 @@ It runs on the same data, views and vision tower as the discrete-token track so 
 
 from __future__ import annotations
 
+from uti.version import __version__  # before the imports: checkpoint records it
+
 from .checkpoint import load_connector, save_connector
 from .data import CaptionExample, collate_captions
 from .errors import ConnectorError, PlaceholderCountError, TowerMismatchError, WidthMismatchError
@@ -50,4 +52,5 @@ __all__ = [
     "train_connector",
     "evaluate_captions",
     "image_view_features",
+    "__version__",
 ]

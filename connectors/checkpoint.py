@@ -23,6 +23,7 @@ from uti.config import to_dict
 from uti.errors import HashMismatchError, MissingAssetError, UTIError
 from uti.hashing import hash_json, hash_tensors
 from uti.io import atomic_save_safetensors
+from uti.version import __version__
 
 from .errors import ConnectorError, TowerMismatchError, WidthMismatchError
 from .inject import ImageTokenIds
@@ -57,15 +58,6 @@ def _specs(tensors: dict[str, torch.Tensor]) -> dict[str, dict]:
     return {k: {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")} for k, t in tensors.items()}
 
 
-def _toolkit_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("uti")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
 def save_connector(
     vlm: ContinuousVLM, out_dir: str | Path, tower: dict[str, Any], *, space_hash: str | None = None,
     extra: dict[str, Any] | None = None,
@@ -86,7 +78,7 @@ def save_connector(
         writes.append((LORA_STEM, _EXT, files["lora"]["hash"],
                        lambda p: atomic_save_safetensors(p, lora, metadata={"format": FORMAT})))
     manifest = {
-        "format": FORMAT, "schema": SCHEMA, "toolkit_version": _toolkit_version(),
+        "format": FORMAT, "schema": SCHEMA, "toolkit_version": __version__,
         "stage": "lora" if lora is not None else "connector",
         "connector": to_dict(vlm.connector.config), "tower": tower, "tower_hash": hash_json(tower),
         "llm": _llm_identity(vlm.llm), "image_ids": to_dict(vlm.ids), "token_space_hash": space_hash,

@@ -33,6 +33,20 @@ def test_quantize_matches_exact_nearest(metric):
     assert torch.equal(codes.reshape(-1), _slow_nearest(feats.reshape(-1, 12), cb.embed, metric))
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_quantize_is_exact_between_near_duplicate_codes(metric):
+    # 4 codes 2e-3 apart at norm ~40 (as k-means leaves when it splits one tight cluster) among far ones: the
+    # matmul score's float32 error (~eps |x||e|) exceeds their distance gaps, the exact distance does not
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(1, 16, generator=g) * 10
+    embed = torch.cat([base + 2e-3 * torch.randn(4, 16, generator=g), torch.randn(4, 16, generator=g) * 10])
+    feats = base + 2e-3 * torch.randn(500, 16, generator=g)
+    x, e = feats.double(), embed.double()
+    if metric == "cosine":
+        x, e = torch.nn.functional.normalize(x, dim=-1), torch.nn.functional.normalize(e, dim=-1)
+    assert torch.equal(Codebook(embed, metric).quantize(feats), torch.cdist(x, e).argmin(-1))
+
+
 @pytest.mark.parametrize("init_budget", [1 << 26, 8 * 60])  # all vectors / a 60-vector init subset
 def test_fit_recovers_clusters_and_is_seeded(init_budget):
     g = torch.Generator().manual_seed(1)

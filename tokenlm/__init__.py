@@ -7,7 +7,7 @@ Modules: `rows` (GrownEmbedding, GrownHead, chunked_cross_entropy), `model` (gro
 
 from __future__ import annotations
 
-__version__ = "0.1.0"  # before the imports: checkpoint records it
+from uti.version import __version__  # before the imports: checkpoint records it
 
 from .checkpoint import load_rows, save_rows  # noqa: E402
 from .constraints import TokenSpaceLogitsProcessor, export_rules  # noqa: E402

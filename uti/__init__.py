@@ -6,7 +6,7 @@ from .errors import (ConfigError, HashMismatchError, InputError, MissingAssetErr
 from .space import IdRange, TokenSpace
 from .text import TextCodec
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "TokenSpace", "IdRange", "TextCodec", "Codec", "Encoded",

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from . import space_registry
 from .errors import HashMismatchError, MissingAssetError, SpaceError, TokenRangeError
 from .hashing import hash_json
 from .io import atomic_write_json
@@ -91,15 +92,13 @@ def _like(template: Any, arr: np.ndarray) -> Any:
 
 
 def spaces_dir() -> Path:
-    """Folder holding the shipped spaces: $UTI_SPACES_DIR, else `token_spaces/` next to the `uti` package."""
-    env = os.environ.get("UTI_SPACES_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "token_spaces"
+    """Folder holding the toolkit's own spaces: $UTI_SPACES_DIR, else its `token_spaces/` (source tree or wheel)."""
+    return space_registry.own_spaces_dir()
 
 
 def known_spaces() -> list[str]:
-    """Names of the shipped spaces (folders of `spaces_dir()` holding a token_space.json)."""
-    root = spaces_dir()
-    return sorted(p.parent.name for p in root.glob("*/token_space.json")) if root.is_dir() else []
+    """Names of every registered space: the toolkit's and those other packages register (`uti.space_registry`)."""
+    return space_registry.known_spaces()
 
 
 def _is_int(x: Any) -> bool:
@@ -216,10 +215,7 @@ class TokenSpace:
         if path.is_dir():
             path = path / "token_space.json"
         elif not path.exists() and os.sep not in ref and not ref.endswith(".json"):
-            path = spaces_dir() / ref / "token_space.json"
-            if not path.exists():
-                known = ", ".join(known_spaces()) or "none"
-                raise SpaceError(f"unknown token space {ref!r}; known spaces: {known} (or give a path to a token_space.json)")
+            path = space_registry.resolve_space_name(ref)
         if not path.exists():
             raise SpaceError(f"token space file {ref} does not exist")
         return cls.from_file(path)

@@ -27,6 +27,7 @@ __all__ = ["METRICS", "Codebook", "CodebookError", "fit_codebook", "health_repor
 
 METRICS = ("euclidean", "cosine")
 _CHUNK = 4096  # features per distance block: bounds memory at CHUNK x K floats
+_RESCORE = 4  # candidates per feature re-ranked by the exact distance (CHUNK x RESCORE x D floats)
 
 
 class CodebookError(UTIError, ValueError):
@@ -70,12 +71,21 @@ class Codebook:
         return codes.reshape(feats.shape[:-1])
 
     def _nearest(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, D) -> (B,) nearest code; argmax of x.e - |e|^2/2 equals argmin of |x - e|^2."""
+        """(B, D) -> (B,) nearest code.
+
+        The fast score x.e - |e|^2/2 (one matmul; its argmax is the argmin of |x - e|^2) cancels in float32:
+        its error grows with |x||e|, so between codes closer than about eps * |x||e| it picks at random and
+        k-means never settles. The best `_RESCORE` candidates by that score are therefore re-ranked by the
+        directly computed |x - e|^2, which is exact to float32 for near-duplicate codes.
+        """
         embed = self.embed.float()
         if self.metric == "cosine":
-            return (F.normalize(x, dim=-1) @ F.normalize(embed, dim=-1).T).argmax(-1)
+            x, embed = F.normalize(x, dim=-1), F.normalize(embed, dim=-1)
         half_norm = 0.5 * embed.square().sum(-1)  # (K,)
-        return torch.addmm(half_norm, x, embed.T, beta=-1).argmax(-1)
+        score = torch.addmm(half_norm, x, embed.T, beta=-1)  # (B, K)
+        cand = score.topk(min(_RESCORE, self.size), dim=-1).indices  # (B, C)
+        dist = (x[:, None, :] - embed[cand]).square().sum(-1)  # (B, C)
+        return cand.gather(1, dist.argmin(-1, keepdim=True))[:, 0]
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (...) long -> code vectors (..., D); out-of-range codes raise TokenRangeError."""

@@ -150,3 +150,27 @@ def test_grammar_via_registry_equals_the_old_grammar(which):
                     old.advance(r, tok, prompt)
                     assert w.mode == r.mode
         assert export_rules(space, limit) == ref.export_rules(space, limit)
+
+
+def test_split_is_lazy_and_partial_for_cut_generations():
+    tok = Tokenizer.from_space("tiny")
+    sp, img = tok.space, tok.space.ranges["image"].start
+    gen, start = sp.special_id(S.GEN_IMAGE), sp.special_id(S.IMAGE_START)
+    ids = [5, 6, gen, 7, start, sp.special_id(S.VIEW_GLOBAL), img]
+    segs = tok.split(ids, partial=True)
+    assert [(s.modality, s.ids, s.complete) for s in segs] == [
+        ("text", [5, 6], True), ("special", [gen], True), ("text", [7], True), ("image", ids[4:], False)]
+    with pytest.raises(TokenRangeError, match="cut off"):
+        tok.decode_segment(segs[3])
+    with pytest.raises(TokenRangeError, match="has no"):
+        tok.split(ids)
+    assert tok.decode(ids[:4])[2].value == tok.codec("text").codec.decode([7])
+    assert set(tok._codecs) == {"text"}  # nothing but the tokenizer was loaded
+
+
+def test_code_token_names_equal_the_exported_ones():
+    from tokenlm.export import code_token_names
+    from uti.codecs import code_tokens
+
+    for space in (Tokenizer.from_space("tiny").space, tiny_space(audio=(3, 16))):
+        assert code_tokens(space) == [(i, n) for i, n, special in code_token_names(space) if not special]

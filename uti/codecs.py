@@ -26,7 +26,7 @@ from typing import Any, Callable, ClassVar, Iterable, Protocol, TypeVar
 from .errors import ConfigError, SpaceError
 
 __all__ = ["ModalityCodec", "BlockGrammar", "register_codec", "unregister_codec", "codec_class", "codec_classes",
-           "present_codecs", "Ranges"]
+           "present_codecs", "code_tokens", "Ranges"]
 
 Ranges = list[tuple[int, int]]  # half-open [start, stop) ID ranges
 _BUILTINS = ("uti.modalities.text", "uti.modalities.image", "uti.modalities.audio")
@@ -74,6 +74,11 @@ class ModalityCodec:
     def range_sizes(cls, section: dict[str, Any]) -> list[tuple[str, int]]:
         """(range name, size) of this codec's ID ranges, in layout order."""
         return []
+
+    @classmethod
+    def code_token_name(cls, range_name: str, code: int) -> str:
+        """The token string of local `code` of range `range_name` (for exported tokenizers)."""
+        return f"<|{range_name}_{code}|>"
 
     @classmethod
     def markers(cls) -> tuple[str, str]:
@@ -182,3 +187,13 @@ def codec_class(name: str) -> type[ModalityCodec]:
 def present_codecs(abi: dict[str, Any]) -> list[type[ModalityCodec]]:
     """The registered codecs whose section `abi` holds, in layout order."""
     return [c for c in codec_classes() if abi.get(c.modality) is not None]
+
+
+def code_tokens(space: Any) -> list[tuple[int, str]]:
+    """(global ID, token string) of every code ID of the space's non-text codecs, in ID order."""
+    out = []
+    for cls in present_codecs(space.abi):
+        if not cls.before_specials:
+            for name, size in cls.range_sizes(space.abi[cls.modality]):
+                out += [(space.ranges[name].start + c, cls.code_token_name(name, c)) for c in range(size)]
+    return sorted(out)

@@ -45,8 +45,10 @@ class Audio:
 @dataclass
 class Segment:
     """One decoded piece of a stream: `modality` ("text", "image", "audio", any registered name, or
-    "special" for a lone marker such as ``<|gen_text|>``), its `value`, and the IDs it came from."""
+    "special" for a lone marker such as ``<|gen_text|>``), its `value`, the IDs it came from, and whether
+    its block was closed (`complete`; False only from `Tokenizer.split(ids, partial=True)`)."""
 
     modality: str
     value: Any
     ids: list[int] = field(default_factory=list)
+    complete: bool = True

@@ -298,7 +298,9 @@ class TokenSpace:
 
     @property
     def modalities(self) -> list[str]:
-        return ["text"] + [m for m in ("image", "audio") if self.abi.get(m) is not None]
+        from .codecs import present_codecs
+
+        return [c.modality for c in present_codecs(self.abi)]
 
     @property
     def audio_ranges(self) -> list[IdRange]:

@@ -90,25 +90,29 @@ class Tokenizer:
                 out[k] = ids
         return out
 
-    def decode(self, ids: Sequence[int]) -> list[Segment]:
-        """The segments of a stream, in order (see the module doc)."""
+    @property
+    def block_starts(self) -> dict[int, str]:
+        """Start-marker ID -> modality, for every block codec of the space (text's markers included)."""
+        return {i: c.modality for i, c in self._starts.items()}
+
+    def split(self, ids: Sequence[int], partial: bool = False) -> list[Segment]:
+        """The segments of a stream without decoding them (`value` None; no assets needed), in order.
+
+        `partial`: a block still open at the end (generation cut off) becomes a segment with
+        `complete=False` instead of raising TokenRangeError.
+        """
         ids = [_as_int(i) for i in ids]
         text, used = self.space.ranges["text"], self.space.ranges["padding"].start
         segments: list[Segment] = []
-        run: list[int] = []
-
-        def flush() -> None:
-            if run:
-                segments.append(Segment("text", self.codec("text").decode_block(run), list(run)))
-                run.clear()
-
         k = 0
         while k < len(ids):
             tok = ids[k]
             if not 0 <= tok < used:
                 raise TokenRangeError(f"ID {tok} at index {k} is outside the used IDs [0, {used}) of space {self.space.name!r}")
             if tok in text:
-                run.append(tok)
+                if not (segments and segments[-1].modality == "text" and segments[-1].ids[-1] in text):
+                    segments.append(Segment("text", None, []))
+                segments[-1].ids.append(tok)
                 k += 1
                 continue
             cls = self._starts.get(tok)
@@ -116,22 +120,31 @@ class Tokenizer:
                 if tok not in self._names:
                     raise TokenRangeError(f"ID {tok} at index {k} is a {self.space.range_of(tok).name} ID outside "
                                           "its block; blocks start with their start marker")
-                flush()
                 segments.append(Segment("special", self._names[tok], [tok]))
                 k += 1
                 continue
             end = self.space.special_id(cls.markers()[1])
-            try:
-                stop = ids.index(end, k + 1)
-            except ValueError:
+            stop = ids.index(end, k + 1) if end in ids[k + 1:] else None
+            if stop is None and not partial:
                 raise TokenRangeError(f"{cls.markers()[0]} at index {k} has no {cls.markers()[1]}; "
-                                      "the stream is cut inside a block") from None
-            flush()
-            block = ids[k:stop + 1]
-            segments.append(Segment(cls.modality, self.codec(cls.modality).decode_block(block), block))
-            k = stop + 1
-        flush()
+                                      "the stream is cut inside a block")
+            block = ids[k:] if stop is None else ids[k:stop + 1]
+            segments.append(Segment(cls.modality, None, block, complete=stop is not None))
+            k += len(block)
         return segments
+
+    def decode_segment(self, segment: Segment) -> Segment:
+        """`segment` (from `split`) with its value decoded strictly by its codec ("special" ones unchanged)."""
+        if segment.modality == "special":
+            return segment
+        if not segment.complete:
+            raise TokenRangeError(f"the {segment.modality} block of {len(segment.ids)} IDs was cut off before its end marker")
+        value = self.codec(segment.modality).decode_block(segment.ids)
+        return Segment(segment.modality, value, segment.ids, segment.complete)
+
+    def decode(self, ids: Sequence[int]) -> list[Segment]:
+        """The decoded segments of a stream, in order (see the module doc)."""
+        return [self.decode_segment(s) for s in self.split(ids)]
 
     def __repr__(self) -> str:
         return f"Tokenizer(space={self.space.name!r}, modalities={self.modalities})"

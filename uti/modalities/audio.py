@@ -77,6 +77,10 @@ class AudioModality(ModalityCodec):
         return [(f"audio.{q}", section["codebook_size"]) for q in range(section["num_codebooks"])]
 
     @classmethod
+    def code_token_name(cls, range_name: str, code: int) -> str:
+        return f"<|aud_{range_name.split('.')[1]}_{code}|>"
+
+    @classmethod
     def accepts(cls, item: Any) -> bool:
         if isinstance(item, Audio):
             return True

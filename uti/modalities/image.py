@@ -87,6 +87,10 @@ class ImageModality(ModalityCodec):
         return [("image", section["codebook_size"])]
 
     @classmethod
+    def code_token_name(cls, range_name: str, code: int) -> str:
+        return f"<|img_{code}|>"
+
+    @classmethod
     def specials(cls, section: dict[str, Any]) -> list[str]:
         """Markers, the patch placeholder and the layout's view markers (none while the layout is invalid:
         `uti.space.validate_abi` reports that)."""

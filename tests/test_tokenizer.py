@@ -174,3 +174,14 @@ def test_code_token_names_equal_the_exported_ones():
 
     for space in (Tokenizer.from_space("tiny").space, tiny_space(audio=(3, 16))):
         assert code_tokens(space) == [(i, n) for i, n, special in code_token_names(space) if not special]
+
+
+def test_file_suffixes_cover_the_test_assets():
+    tok = Tokenizer.from_space("tiny")
+    suffixes = tok.file_suffixes()
+    assert {".jpg", ".png", ".wav", ".oga"} <= set(suffixes)
+    for p in (ASSETS / "panoramas").glob("*.jpg"):
+        assert tok.codec_for(p).modality == "image"
+    for p in (ASSETS / "audio").glob("*.wav"):
+        assert tok.codec_for(p).modality == "audio"
+    assert tok.codec_for("speech.wav").modality == "text"  # a str is always text

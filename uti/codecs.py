@@ -99,6 +99,11 @@ class ModalityCodec:
         return set()
 
     @classmethod
+    def file_suffixes(cls) -> tuple[str, ...]:
+        """Lower-case file suffixes this codec reads (batch encoding lists a folder by them)."""
+        return ()
+
+    @classmethod
     def accepts(cls, item: Any) -> bool:
         """Whether `encode` takes `item` (the tokenizer asks codecs in (rank, name) order)."""
         return False

@@ -50,6 +50,10 @@ class Tokenizer:
         """The modalities this space holds, in layout order."""
         return [c.modality for c in self._classes]
 
+    def file_suffixes(self) -> tuple[str, ...]:
+        """Suffixes of the files this space's codecs read (for listing a folder in batch mode)."""
+        return tuple(s for c in self._classes for s in c.file_suffixes())
+
     def codec(self, modality: str) -> ModalityCodec:
         """The space's codec for `modality` (created on first use; its assets load when it first needs them)."""
         if modality not in self._codecs:

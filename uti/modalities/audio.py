@@ -81,6 +81,12 @@ class AudioModality(ModalityCodec):
         return f"<|aud_{range_name.split('.')[1]}_{code}|>"
 
     @classmethod
+    def file_suffixes(cls) -> tuple[str, ...]:
+        from ..audio.cli import AUDIO_SUFFIXES
+
+        return AUDIO_SUFFIXES
+
+    @classmethod
     def accepts(cls, item: Any) -> bool:
         if isinstance(item, Audio):
             return True

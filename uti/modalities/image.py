@@ -103,6 +103,12 @@ class ImageModality(ModalityCodec):
         return {n for n in names if n.startswith("<|view_") or n == S.IMAGE_PATCH}
 
     @classmethod
+    def file_suffixes(cls) -> tuple[str, ...]:
+        from ..image.codec import IMAGE_EXTENSIONS
+
+        return IMAGE_EXTENSIONS
+
+    @classmethod
     def accepts(cls, item: Any) -> bool:
         if isinstance(item, np.ndarray):
             return item.ndim == 3 and item.shape[2] == 3 and item.dtype == np.uint8

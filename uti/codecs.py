@@ -72,7 +72,8 @@ class ModalityCodec:
 
     @classmethod
     def range_sizes(cls, section: dict[str, Any]) -> list[tuple[str, int]]:
-        """(range name, size) of this codec's ID ranges, in layout order."""
+        """(range name, size) of this codec's ID ranges, in layout order. Names are the modality name or
+        "modality.suffix" (e.g. "audio.0"): the sequence builder finds a modality's ranges by that rule."""
         return []
 
     @classmethod
@@ -133,7 +134,8 @@ class ModalityCodec:
         raise NotImplementedError
 
     def block_grammar(self) -> BlockGrammar | None:
-        """The block's generation rules; None for free text (legal outside any block)."""
+        """The block's generation rules. None (text) means no block state: the codec's IDs are legal outside
+        any block (`outside`), and its start marker does not open a block in the grammar."""
         return None
 
     def outside(self, text_limit: int | None = None) -> Ranges:

@@ -2,27 +2,29 @@
 
 The config names the text tokenizer, the image and audio codec settings and the asset locations; the
 builder loads whatever assets are on this machine to pin their content hashes, derives the specials,
-and writes `token_space.json`. Modality sections are built by their codecs
-(`uti.image.codec.image_abi_section`, `uti.audio.codec.audio_abi_section`), so the space never guesses
-a codec's identity.
+and writes `token_space.json`. Modality sections are built by their registered codecs
+(`uti.codecs`: `build_section`, e.g. `uti.image.codec.image_abi_section`), so the space never guesses a
+codec's identity; the specials are the base ones, then each present codec's in layout order.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .codecs import codec_class, codec_classes
 from .config import from_dict, read_config_file
-from .errors import ConfigError, MissingAssetError
+from .errors import ConfigError, MissingAssetError, SpaceError
 from .space import SCHEMA, TokenSpace
-from .specials import default_specials
+from .specials import BASE_SPECIALS
 
 __all__ = ["TextConfig", "SpaceConfig", "build_space", "build_space_file"]
 
-_SECTION_BUILDERS = {"image": "uti.image.codec:image_abi_section", "audio": "uti.audio.codec:audio_abi_section"}
-_ASSET_KEYS = ("tokenizer", "base_model", "vision_tower", "codebook", "audio_codec")
+
+def _asset_keys() -> list[str]:
+    """Asset keys a config may name: those of every registered codec."""
+    return sorted({k for c in codec_classes() for k in c.asset_keys})
 
 
 @dataclass
@@ -41,13 +43,15 @@ class TextConfig:
 
 @dataclass
 class SpaceConfig:
-    """Everything that defines a space. `image`/`audio` are codec configs (see their codecs' docs)."""
+    """Everything that defines a space. `image`/`audio` are codec configs (see their codecs' docs);
+    `codecs` holds the sections of further registered codecs, keyed by modality name."""
 
     name: str
     text: TextConfig
     assets: dict[str, str] = field(default_factory=dict)
     image: dict[str, Any] | None = None
     audio: dict[str, Any] | None = None
+    codecs: dict[str, dict[str, Any]] = field(default_factory=dict)
     pad_to_multiple: int = 128
     description: str = ""
 
@@ -56,9 +60,21 @@ class SpaceConfig:
             raise ConfigError(f"name must be a non-empty folder-safe string, got {self.name!r}")
         if self.pad_to_multiple <= 0:
             raise ConfigError(f"pad_to_multiple must be positive, got {self.pad_to_multiple}")
-        unknown = sorted(set(self.assets) - set(_ASSET_KEYS))
+        unknown = sorted(set(self.assets) - set(_asset_keys()))
         if unknown:
-            raise ConfigError(f"assets: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(_ASSET_KEYS)}")
+            raise ConfigError(f"assets: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(_asset_keys())}")
+        for kind in self.codecs:
+            if kind in ("text", "image", "audio"):
+                raise ConfigError(f"codecs.{kind}: give the {kind} section at the top level of the config")
+            try:
+                codec_class(kind)
+            except SpaceError as err:
+                raise ConfigError(f"codecs.{kind}: {err}") from None
+
+    def sections(self) -> dict[str, dict[str, Any]]:
+        """Modality name -> its codec's config section, for every modality other than text."""
+        out = {k: v for k, v in (("image", self.image), ("audio", self.audio)) if v is not None}
+        return {**out, **self.codecs}
 
 
 def _resolve(ref: str, root: Path) -> Path | str:
@@ -97,25 +113,18 @@ def _base_vocab_size(ref: Path | str) -> int | None:
         return None
 
 
-def _modality_section(kind: str, section_cfg: dict, cfg: SpaceConfig, root: Path) -> dict:
-    module, func = _SECTION_BUILDERS[kind].split(":")
-    try:
-        builder = getattr(importlib.import_module(module), func)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"{kind} section: this install has no {kind} codec ({err})") from None
-    assets = {k: _resolve(v, root) for k, v in cfg.assets.items()}
-    return builder(section_cfg, assets)
-
-
 def build_space(cfg: SpaceConfig, root: Path) -> TokenSpace:
     """The space `cfg` defines; relative asset paths are resolved against `root` (the output folder)."""
     abi: dict[str, Any] = {"schema": SCHEMA, "text": _text_section(cfg, root)}
-    for kind in ("image", "audio"):
-        section_cfg = getattr(cfg, kind)
-        if section_cfg is not None:
-            abi[kind] = _modality_section(kind, section_cfg, cfg, root)
-    layout = abi["image"]["layout"] if "image" in abi else None
-    abi["specials"] = default_specials(layout["num_tiles"] if layout else None, bool(layout.get("global_view", True)) if layout else True)
+    sections = cfg.sections()
+    assets = {k: _resolve(v, root) for k, v in cfg.assets.items()}
+    specials = list(BASE_SPECIALS)
+    for codec in codec_classes():  # layout order, so specials are appended in the order of the ranges
+        if codec.modality in sections:
+            abi[codec.modality] = codec.build_section(sections[codec.modality], assets)
+        if abi.get(codec.modality) is not None:
+            specials += [n for n in codec.specials(abi[codec.modality]) if n not in specials]
+    abi["specials"] = specials
     abi["pad_to_multiple"] = cfg.pad_to_multiple
     return TokenSpace.from_abi(abi, name=cfg.name, assets=cfg.assets, description=cfg.description)
 

@@ -1,11 +1,12 @@
-"""The one sequence builder: training sequences for tasks text, i2t, a2t, t2i, t2a from global IDs.
+"""The one sequence builder: training sequences for tasks text and X2Y (i2t, a2t, t2i, t2a, ...) from global IDs.
 
 Layout (every task, one rule)::
 
     [condition block] <|gen_X|> <target block>
 
-where a block of modality m is ``<|m_start|> content <|m_end|>`` (text, image, audio) and ``X`` is the
-target modality. Examples::
+where a block of modality m is ``<|m_start|> content <|m_end|>`` and ``X`` is the target modality;
+markers, gen markers and the specials allowed inside a block come from the codec registry (`uti.codecs`),
+so any registered modality works in tasks (see `TASKS`). Examples::
 
     text : <|gen_text|> <|text_start|> text <|text_end|>
     i2t  : <|image_start|> image ids <|image_end|> <|gen_text|> <|text_start|> caption <|text_end|>
@@ -16,9 +17,9 @@ are -100 (`IGNORE_INDEX`) everywhere else (condition block, gen marker, padding)
 `input_ids` as in Hugging Face causal LMs (the model shifts them).
 
 Content passed in may already be wrapped in its start/end markers (as `uti encode` writes image/audio
-streams); it is then used as is. Every content ID is checked against its modality's ID range (image
-content may also hold the view and patch specials of the layout), so a text ID can never pass as an
-image code.
+streams); it is then used as is. Every content ID is checked against its modality's ID range (plus the
+specials its codec allows inside a block, e.g. an image's view markers), so a text ID can never pass as
+an image code.
 
 Packing (`pack`): whole sequences are placed greedily, in order, into rows of `max_len`; a sequence is
 never split (one longer than `max_len` is an error). Position IDs restart at 0 for every sequence and the
@@ -31,11 +32,12 @@ sample's image, which corrupts exactly the image-conditioned learning this toolk
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Mapping, Protocol, Sequence as Seq
+from typing import Protocol, Sequence as Seq
 
-from . import specials as S
-from .errors import TokenRangeError, UTIError
+from .codecs import codec_class, codec_classes
+from .errors import SpaceError, TokenRangeError, UTIError
 
 __all__ = [
     "IGNORE_INDEX",
@@ -51,20 +53,40 @@ __all__ = [
 
 IGNORE_INDEX = -100
 
-#: task -> (condition modality or None, target modality)
-TASKS: dict[str, tuple[str | None, str]] = {
-    "text": (None, "text"),
-    "i2t": ("image", "text"),
-    "a2t": ("audio", "text"),
-    "t2i": ("text", "image"),
-    "t2a": ("text", "audio"),
-}
-_MARKERS = {
-    "text": (S.TEXT_START, S.TEXT_END),
-    "image": (S.IMAGE_START, S.IMAGE_END),
-    "audio": (S.AUDIO_START, S.AUDIO_END),
-}
-_GEN = {"text": S.GEN_TEXT, "image": S.GEN_IMAGE, "audio": S.GEN_AUDIO}
+class _Tasks(Mapping):
+    """task -> (condition modality or None, target modality), live over the codec registry.
+
+    "text" is plain text; "X2Y" conditions on X and targets Y, where X and Y are registered modalities by
+    name or abbreviation ("i2t" == "image2text", "depth2t" once a "depth" codec is registered). Iteration
+    lists the canonical tasks: text, then X2t, then t2X for every registered non-text codec (built-ins:
+    text, i2t, a2t, t2i, t2a).
+    """
+
+    def __getitem__(self, task: str) -> tuple[str | None, str]:
+        if task == "text":
+            return None, "text"
+        parts = task.split("2") if isinstance(task, str) else []
+        if len(parts) != 2 or not all(parts):
+            raise KeyError(task)
+        try:
+            cond, target = (codec_class(p).modality for p in parts)
+        except SpaceError:
+            raise KeyError(task) from None
+        return cond, target
+
+    def __iter__(self) -> Iterator[str]:
+        others = [c.short for c in codec_classes() if c.modality != "text"]
+        return iter(["text", *(f"{x}2t" for x in others), *(f"t2{x}" for x in others)])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+TASKS: Mapping[str, tuple[str | None, str]] = _Tasks()
+
+
+def _markers(modality: str) -> tuple[str, str]:
+    return codec_class(modality).markers()
 
 
 class SequenceTooLongError(UTIError, ValueError):
@@ -119,9 +141,8 @@ def _range_keys(space: SpaceLike, modality: str) -> list[str]:
 def _check_content(space: SpaceLike, modality: str, ids: Seq[int], role: str) -> None:
     """Raise TokenRangeError if an ID of a `modality` block lies outside that modality's ranges."""
     ranges = [space.ranges[k] for k in _range_keys(space, modality)]
-    extra: set[int] = set()
-    if modality == "image":  # view markers and patch placeholders may sit inside an image block
-        extra = {i for n, i in space.specials.items() if n.startswith("<|view_") or n == S.IMAGE_PATCH}
+    inside = codec_class(modality).content_specials(space.specials)  # e.g. an image's view markers
+    extra = {space.specials[n] for n in inside}
     for pos, i in enumerate(ids):
         if i in extra or any(i in r for r in ranges):
             continue
@@ -133,7 +154,7 @@ def _check_content(space: SpaceLike, modality: str, ids: Seq[int], role: str) ->
 
 def _block(space: SpaceLike, modality: str, ids: Seq[int], role: str) -> list[int]:
     """`<|m_start|> ids <|m_end|>`, accepting content that already carries both markers."""
-    start, end = (space.special_id(n) for n in _MARKERS[modality])
+    start, end = (space.special_id(n) for n in _markers(modality))
     ids = [int(i) for i in ids]
     if len(ids) >= 2 and ids[0] == start and ids[-1] == end:
         ids = ids[1:-1]
@@ -144,17 +165,19 @@ def _block(space: SpaceLike, modality: str, ids: Seq[int], role: str) -> list[in
 
 
 def _task(task: str) -> tuple[str | None, str]:
-    if task not in TASKS:
-        raise UTIError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
-    return TASKS[task]
+    try:
+        return TASKS[task]
+    except KeyError:
+        raise UTIError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)} (or X2Y for registered "
+                       "modalities X, Y)") from None
 
 
 def build_prompt(space: SpaceLike, task: str, condition: Seq[int] | None = None) -> list[int]:
     """Generation prompt: condition block, gen marker and the target's start marker (the model continues)."""
     cond_mod, target_mod = _task(task)
     out = _condition(space, task, cond_mod, condition)
-    out.append(space.special_id(_GEN[target_mod]))
-    out.append(space.special_id(_MARKERS[target_mod][0]))
+    out.append(space.special_id(codec_class(target_mod).gen_marker()))
+    out.append(space.special_id(_markers(target_mod)[0]))
     return out
 
 
@@ -177,7 +200,7 @@ def build_sequence(space: SpaceLike, task: str, target: Seq[int], condition: Seq
     """
     cond_mod, target_mod = _task(task)
     head = _condition(space, task, cond_mod, condition)
-    head.append(space.special_id(_GEN[target_mod]))
+    head.append(space.special_id(codec_class(target_mod).gen_marker()))
     tail = _block(space, target_mod, target, "target")
     return TokenSequence(
         input_ids=tuple(head + tail),

@@ -29,7 +29,7 @@ from . import space_registry
 from .errors import HashMismatchError, MissingAssetError, SpaceError, TokenRangeError
 from .hashing import hash_json
 from .io import atomic_write_json
-from .specials import BASE_SPECIALS, view_specials
+from .specials import BASE_SPECIALS
 
 __all__ = ["IdRange", "TokenSpace", "identity_diff", "spaces_dir", "known_spaces", "DEFAULT_SPACE", "SCHEMA"]
 
@@ -109,7 +109,10 @@ def validate_abi(abi: Any) -> list[str]:
     """All problems of an `abi` section (empty list when valid)."""
     if not isinstance(abi, dict):
         return [f"abi must be a mapping, got {type(abi).__name__}"]
-    problems = [f"unknown abi key {k!r} (valid: {', '.join(sorted(_ABI_KEYS))})" for k in sorted(set(abi) - _ABI_KEYS)]
+    from .codecs import codec_classes, present_codecs
+
+    valid = _ABI_KEYS | {c.modality for c in codec_classes()}
+    problems = [f"unknown abi key {k!r} (valid: {', '.join(sorted(valid))})" for k in sorted(set(abi) - valid)]
     if abi.get("schema") != SCHEMA:
         problems.append(f"abi.schema is {abi.get('schema')!r}, expected {SCHEMA}")
     text = abi.get("text")
@@ -123,6 +126,8 @@ def validate_abi(abi: Any) -> list[str]:
         if not _is_int(text.get("base_vocab_size")) or text["base_vocab_size"] <= 0:
             problems.append(f"abi.text.base_vocab_size must be a positive integer, got {text.get('base_vocab_size')!r}")
     problems += _check_specials(abi)
+    for codec in present_codecs(abi):
+        problems += codec.validate_section(abi[codec.modality])
     image, audio = abi.get("image"), abi.get("audio")
     if image is not None:
         if not isinstance(image, dict) or not _is_int(image.get("codebook_size")) or image["codebook_size"] <= 0:
@@ -140,10 +145,12 @@ def validate_abi(abi: Any) -> list[str]:
 
 
 def _required_specials(abi: dict) -> list[str]:
+    """The base specials, then those of every present codec (e.g. the image layout's view markers)."""
+    from .codecs import present_codecs
+
     required = list(BASE_SPECIALS)
-    layout = (abi.get("image") or {}).get("layout") if isinstance(abi.get("image"), dict) else None
-    if isinstance(layout, dict) and _is_int(layout.get("num_tiles")):
-        required += view_specials(layout["num_tiles"], bool(layout.get("global_view", True)))
+    for codec in present_codecs(abi):
+        required += [n for n in codec.specials(abi[codec.modality]) if n not in required]
     return required
 
 
@@ -162,7 +169,10 @@ def _check_specials(abi: dict) -> list[str]:
 
 
 def derive_ranges(abi: dict) -> tuple[dict[str, IdRange], int]:
-    """The ID ranges and padded total implied by a valid `abi`."""
+    """The ID ranges and padded total implied by a valid `abi`: the codecs' declared range sizes laid out as
+    text, special, the other present codecs in (rank, name) order (see `uti.codecs`), padding."""
+    from .codecs import present_codecs
+
     ranges: dict[str, IdRange] = {}
     cursor = 0
 
@@ -171,13 +181,13 @@ def derive_ranges(abi: dict) -> tuple[dict[str, IdRange], int]:
         ranges[name] = IdRange(name, cursor, cursor + size)
         cursor += size
 
-    add("text", abi["text"]["base_vocab_size"])
-    add("special", len(abi["specials"]))
-    if abi.get("image") is not None:
-        add("image", abi["image"]["codebook_size"])
-    if abi.get("audio") is not None:
-        for q in range(abi["audio"]["num_codebooks"]):
-            add(f"audio.{q}", abi["audio"]["codebook_size"])
+    codecs = present_codecs(abi)
+    for before in (True, False):
+        for codec in (c for c in codecs if c.before_specials == before):
+            for name, size in codec.range_sizes(abi[codec.modality]):
+                add(name, size)
+        if before:
+            add("special", len(abi["specials"]))
     multiple = abi["pad_to_multiple"]
     total = -(-cursor // multiple) * multiple
     add("padding", total - cursor)
@@ -284,7 +294,9 @@ class TokenSpace:
 
     @property
     def modalities(self) -> list[str]:
-        return ["text"] + [m for m in ("image", "audio") if self.abi.get(m) is not None]
+        from .codecs import present_codecs
+
+        return [c.modality for c in present_codecs(self.abi)]
 
     @property
     def audio_ranges(self) -> list[IdRange]:

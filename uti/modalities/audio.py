@@ -1,0 +1,141 @@
+"""Audio as a registered codec: thin adapter over `uti.audio.codec.AudioCodec` (EnCodec / Mimi RVQ).
+
+Block layout: ``<|audio_start|> ... <|audio_end|>`` with the levels serialised in the ABI's order
+(`frame_major` or `delay`, see `uti.audio.serialize`); level q has its own range `audio.q`.
+Inputs: a `pathlib.Path` to an audio file or a `uti.Audio` (resampled and mixed like a file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .. import specials as S
+from ..codecs import ModalityCodec, Ranges, register_codec
+from ..errors import SpaceError
+from ..items import Audio
+
+__all__ = ["AudioModality", "AudioGrammar"]
+
+
+class AudioGrammar:
+    """Inside audio. `frame_major`: levels 0..K-1 of frame 0, then of frame 1, ...; slot q takes only
+    `audio.q`; the end marker only at a frame boundary after >= 1 frame. `delay` (MusicGen): step s has K
+    slots, slot q holds level q of frame s-q or the `<|pad|>` filler where that frame does not exist; a
+    filler in slot 0 (from step 1 on) ends the frames, the K-1 tail steps follow, then only the end marker.
+    State: (position in the block, frame count once known or None)."""
+
+    def __init__(self, levels: list[tuple[int, int]], order: str, end: int, pad: int) -> None:
+        self.levels, self.order, self.end, self.pad = levels, order, end, pad
+
+    def start(self) -> tuple[int, int | None]:
+        return 0, None
+
+    def allowed(self, state: tuple[int, int | None], prompt: bool = False) -> Ranges:
+        pos, frames = state
+        k = len(self.levels)
+        step, q = divmod(pos, k)
+        end, pad = [(self.end, self.end + 1)], [(self.pad, self.pad + 1)]
+        if self.order == "frame_major":
+            return [self.levels[q]] + (end if q == 0 and step > 0 else [])
+        if frames is not None and step == frames + k - 1:
+            return end if q == 0 else []
+        if step - q < 0 or (frames is not None and step - q >= frames):
+            return pad
+        if q == 0 and frames is None and step > 0:
+            return [self.levels[0]] + pad  # a filler here ends the frames
+        return [self.levels[q]]
+
+    def advance(self, state: tuple[int, int | None], tok: int) -> tuple[int, int | None]:
+        pos, frames = state
+        k = len(self.levels)
+        if self.order == "delay" and tok == self.pad and frames is None and pos % k == 0:
+            frames = pos // k
+        return pos + 1, frames
+
+    def export(self) -> dict[str, Any]:
+        return {"order": self.order, "levels": [list(r) for r in self.levels], "end": self.end,
+                "filler": self.pad if self.order == "delay" else None,
+                "end_rule": "after a whole frame (>= 1 frame)" if self.order == "frame_major"
+                else "after the K-1 tail steps that follow the first slot-0 filler"}
+
+
+@register_codec("audio", rank=20, short="a")
+class AudioModality(ModalityCodec):
+    """`uti.audio.codec.AudioCodec` (loaded on first encode/decode) behind the registry."""
+
+    asset_keys = ("audio_codec",)
+
+    @classmethod
+    def build_section(cls, section_cfg: dict[str, Any], assets: dict[str, Path | str]) -> dict[str, Any]:
+        from ..audio.codec import audio_abi_section
+
+        return audio_abi_section(section_cfg, assets)
+
+    @classmethod
+    def range_sizes(cls, section: dict[str, Any]) -> list[tuple[str, int]]:
+        return [(f"audio.{q}", section["codebook_size"]) for q in range(section["num_codebooks"])]
+
+    @classmethod
+    def code_token_name(cls, range_name: str, code: int) -> str:
+        return f"<|aud_{range_name.split('.')[1]}_{code}|>"
+
+    @classmethod
+    def file_suffixes(cls) -> tuple[str, ...]:
+        from ..audio.cli import AUDIO_SUFFIXES
+
+        return AUDIO_SUFFIXES
+
+    @classmethod
+    def accepts(cls, item: Any) -> bool:
+        if isinstance(item, Audio):
+            return True
+        if isinstance(item, Path):
+            from ..audio.cli import is_audio_path
+
+            return is_audio_path(item)
+        return False
+
+    def __init__(self, space: Any) -> None:
+        super().__init__(space)
+        self._codec: Any = None
+
+    @property
+    def codec(self) -> Any:
+        if self._codec is None:
+            from ..audio.codec import AudioCodec
+
+            self._codec = AudioCodec.from_space(self.space)
+        return self._codec
+
+    def encode(self, item: Path | Audio) -> list[int]:
+        return self.encode_with_meta(item)[0]
+
+    def encode_with_meta(self, item: Path | Audio) -> tuple[list[int], dict[str, Any]]:
+        """Global IDs of one audio item and its metadata (sample rate, samples, frames)."""
+        codec = self.codec
+        if isinstance(item, Path):
+            encoded = codec.encode_file(item)
+        else:
+            import soxr
+
+            from ..audio.io import mix_channels
+
+            block = mix_channels(item.as_blocks(), codec.channel_policy, "Audio")  # [n, C]
+            if int(item.sample_rate) != codec.sample_rate:  # soxr one-shot == the file path's stream (uti.audio.io)
+                block = soxr.resample(block, int(item.sample_rate), codec.sample_rate, quality="HQ")
+            encoded = codec.encode_blocks([block], "Audio")
+        return codec.to_ids(encoded), encoded.meta
+
+    def decode_block(self, ids: list[int]) -> Audio:
+        """The waveform [channels, samples] of one audio block at the codec's rate."""
+        encoded = self.codec.from_ids(ids)
+        return Audio(self.codec.decode(encoded).numpy(), self.codec.sample_rate)
+
+    def block_grammar(self) -> AudioGrammar:
+        sp = self.space
+        if self.section.get("order", "frame_major") not in ("frame_major", "delay"):
+            raise SpaceError(f"abi.audio.order {self.section['order']!r} is not supported; expected frame_major or delay")
+        return AudioGrammar([(sp.ranges[k].start, sp.ranges[k].stop) for k in self.range_keys()],
+                            self.section.get("order", "frame_major"), sp.special_id(self.markers()[1]),
+                            sp.special_id(S.PAD))

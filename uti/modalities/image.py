@@ -1,0 +1,199 @@
+"""Images as a registered codec: thin adapter over `uti.image.codec` (E2P views, tower, codebook).
+
+Block layout (as `uti.image.codec.to_ids` writes it)::
+
+    <|image_start|> <|view_global|> c_0 .. c_{P-1} <|view_0|> c .. <|view_{n-1}|> c .. <|image_end|>
+
+A plain (non-2:1) image is one view. Inputs: a `pathlib.Path` to an image file, a PIL image or an
+(H, W, 3) uint8 array (a `str` is always text).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import specials as S
+from ..codecs import ModalityCodec, Ranges, register_codec
+from ..errors import HashMismatchError, SpaceError
+
+__all__ = ["ImageModality", "ImageGrammar", "codes_per_view"]
+
+
+def codes_per_view(image_abi: dict) -> int:
+    """Image codes per view P, read from `abi.image` (`tokens_per_view`, `codes_per_view`, `num_patches` or `grid`)."""
+    for key in ("tokens_per_view", "codes_per_view", "num_patches"):
+        if isinstance(image_abi.get(key), int):
+            return image_abi[key]
+    grid = image_abi.get("grid")
+    if isinstance(grid, int):
+        return grid * grid
+    if isinstance(grid, (list, tuple)) and len(grid) == 2:
+        return int(grid[0]) * int(grid[1])
+    raise SpaceError("abi.image names no codes-per-view count (tokens_per_view, codes_per_view, num_patches or grid)")
+
+
+def _view_names(section: dict) -> list[str]:
+    layout = section["layout"]
+    return S.view_specials(layout["num_tiles"], bool(layout.get("global_view", True)))
+
+
+class ImageGrammar:
+    """Inside an image: per view of the layout, its marker then P codes; after the last view only the end.
+
+    A prompt may hold a plain image (one view), so while walking a prompt the end marker is also legal
+    after the first view. State: the position inside the block (int).
+    """
+
+    def __init__(self, views: list[int], per_view: int, codes: tuple[int, int], end: int) -> None:
+        self.views, self.per_view, self.codes, self.end = views, per_view, codes, end
+
+    def start(self) -> int:
+        return 0
+
+    def allowed(self, state: int, prompt: bool = False) -> Ranges:
+        view, off = divmod(state, self.per_view + 1)
+        if view == len(self.views):
+            return [(self.end, self.end + 1)]
+        if off == 0 and view == 1 and prompt:
+            return sorted([(self.views[view], self.views[view] + 1), (self.end, self.end + 1)])
+        return [(self.views[view], self.views[view] + 1)] if off == 0 else [self.codes]
+
+    def advance(self, state: int, tok: int) -> int:
+        return state + 1
+
+    def export(self) -> dict[str, Any]:
+        return {"views": [{"marker": v, "then": {"allowed": [list(self.codes)], "count": self.per_view}}
+                          for v in self.views],
+                "end": self.end, "total_tokens": len(self.views) * (self.per_view + 1)}
+
+
+@register_codec("image", rank=10, short="i")
+class ImageModality(ModalityCodec):
+    """`uti.image.codec.ImageCodec` (tower + codebook, loaded on first encode) behind the registry."""
+
+    asset_keys = ("vision_tower", "codebook")
+
+    @classmethod
+    def build_section(cls, section_cfg: dict[str, Any], assets: dict[str, Path | str]) -> dict[str, Any]:
+        from ..image.codec import image_abi_section
+
+        return image_abi_section(section_cfg, assets)
+
+    @classmethod
+    def range_sizes(cls, section: dict[str, Any]) -> list[tuple[str, int]]:
+        return [("image", section["codebook_size"])]
+
+    @classmethod
+    def code_token_name(cls, range_name: str, code: int) -> str:
+        return f"<|img_{code}|>"
+
+    @classmethod
+    def specials(cls, section: dict[str, Any]) -> list[str]:
+        """Markers, the patch placeholder and the layout's view markers (none while the layout is invalid:
+        `uti.space.validate_abi` reports that)."""
+        layout = section.get("layout") if isinstance(section, dict) else None
+        valid = isinstance(layout, dict) and isinstance(layout.get("num_tiles"), int) and layout["num_tiles"] >= 0
+        return [*super().specials(section), S.IMAGE_PATCH, *(_view_names(section) if valid else [])]
+
+    @classmethod
+    def content_specials(cls, names: Any) -> set[str]:
+        return {n for n in names if n.startswith("<|view_") or n == S.IMAGE_PATCH}
+
+    @classmethod
+    def file_suffixes(cls) -> tuple[str, ...]:
+        from ..image.codec import IMAGE_EXTENSIONS
+
+        return IMAGE_EXTENSIONS
+
+    @classmethod
+    def accepts(cls, item: Any) -> bool:
+        if isinstance(item, np.ndarray):
+            return item.ndim == 3 and item.shape[2] == 3 and item.dtype == np.uint8
+        if isinstance(item, Path):
+            from ..image.commands import is_image_file
+
+            return is_image_file(item)
+        return type(item).__module__.startswith("PIL.") and hasattr(item, "getbands")
+
+    def __init__(self, space: Any) -> None:
+        super().__init__(space)
+        self._codec: Any = None
+        self._codebook: Any = None
+
+    @property
+    def codec(self) -> Any:
+        if self._codec is None:
+            from ..image.codec import ImageCodec
+
+            self._codec = ImageCodec.from_space(self.space)
+        return self._codec
+
+    def _rgb(self, item: Any) -> np.ndarray:
+        from ..image.load import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, _check_size, _to_rgb, load_image
+
+        if isinstance(item, Path):
+            return load_image(item)
+        if isinstance(item, np.ndarray):
+            return item
+        from PIL import ImageOps
+
+        _check_size(Path("<PIL image>"), item.size, DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE)
+        return _to_rgb(ImageOps.exif_transpose(item))  # the same conversions as an image file
+
+    def encode(self, item: Any) -> list[int]:
+        return self.encode_with_meta(item)[0]
+
+    def encode_with_meta(self, item: Any) -> tuple[list[int], dict[str, Any]]:
+        """Global IDs of one image and its view metadata (what `uti encode` records)."""
+        from ..image.codec import to_ids
+
+        encoded = self.codec.encode(self._rgb(item))
+        return to_ids(encoded, self.space), encoded.meta
+
+    def encode_batch(self, items: list[Any]) -> list[list[int]]:
+        """All views of all `items` go through the tower together (its own batch size applies)."""
+        from ..codec import Encoded
+        from ..image.codec import to_ids
+
+        rendered = [self.codec.render(self._rgb(x)) for x in items]
+        if not rendered:
+            return []
+        views = np.concatenate([v for v, _ in rendered])  # (sum V, S, S, 3)
+        codes = self.codec.quantize(self.codec.tower.encode(views))  # (sum V, P)
+        out, at = [], 0
+        for v, meta in rendered:
+            out.append(to_ids(Encoded(codes[at:at + len(v)], meta), self.space))
+            at += len(v)
+        return out
+
+    @property
+    def codebook(self) -> Any:
+        """The space's codebook (no tower needed), refused unless its hash is the one the space pins."""
+        if self._codebook is None:
+            from ..image.vq import Codebook
+
+            self.space.require_assets("codebook")
+            cb = Codebook.load(self.space.asset("codebook"))
+            if cb.content_hash() != self.section["codebook"]["hash"]:
+                raise HashMismatchError(f"codebook {self.space.asset('codebook')} hashes to {cb.content_hash()}, but "
+                                        f"space {self.space.name!r} pins {self.section['codebook']['hash']}")
+            self._codebook = cb
+        return self._codebook
+
+    def decode_block(self, ids: list[int]) -> dict[str, Any]:
+        """{"codes": (V, P), "features": (V, P, D), "kind", "views", "grid"[, "lon", "lat"]} (see `decode_codes`)."""
+        from ..image.codec import decode_codes, from_ids
+        from ..image.layout import Layout
+
+        encoded = from_ids(ids, self.space)
+        dec = decode_codes(encoded.codes, self.codebook, Layout.from_abi(self.section["layout"]),
+                           int(self.section["grid"][0]))
+        return {"codes": encoded.codes, **dec}
+
+    def block_grammar(self) -> ImageGrammar:
+        sid, r = self.space.special_id, self.space.ranges["image"]
+        return ImageGrammar([sid(v) for v in _view_names(self.section)], codes_per_view(self.section),
+                            (r.start, r.stop), sid(self.markers()[1]))

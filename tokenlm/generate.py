@@ -190,8 +190,9 @@ def _decode_segment(space: TokenSpace, seg: dict, k: int, out_dir: str | Path | 
         enc = from_ids(seg["ids"], space)
         space.require_assets("codebook")
         sec = space.abi["image"]
-        dec = decode_codes(enc.codes, Codebook.load(space.asset("codebook")), Layout.from_abi(sec["layout"]),
-                           int(sec["grid"][0]))
+        codebook = Codebook.load(space.asset("codebook"))
+        space.check_asset("codebook", codebook.content_hash())  # the one pin check (uti.assets.check_pin)
+        dec = decode_codes(enc.codes, codebook, Layout.from_abi(sec["layout"]), int(sec["grid"][0]))
         return {"views": int(enc.codes.shape[0]), "features_shape": list(dec["features"].shape)}
     from uti.audio.codec import AudioCodec
 

@@ -1,7 +1,8 @@
 """Build a token space from a small typed config (`uti space build CONFIG --out PATH`).
 
-The config names the text tokenizer, the image and audio codec settings and the asset locations; the
-builder loads whatever assets are on this machine to pin their content hashes, derives the specials,
+The config names the text tokenizer, the image and audio codec settings and the asset locations (by the
+rule of `uti.assets`: paths inside the output folder, or hub ids; absolute paths are refused, so the
+written file names no path outside its folder); the builder loads whatever assets are on this machine to pin their content hashes, derives the specials,
 and writes `token_space.json`. Modality sections are built by their codecs
 (`uti.image.codec.image_abi_section`, `uti.audio.codec.audio_abi_section`), so the space never guesses
 a codec's identity.
@@ -14,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .assets import ASSET_ENTRY, locate
 from .config import from_dict, read_config_file
 from .errors import ConfigError, MissingAssetError
+from .schema import MapOf, Str, problems
 from .space import SCHEMA, TokenSpace
 from .specials import default_specials
 
@@ -45,7 +48,7 @@ class SpaceConfig:
 
     name: str
     text: TextConfig
-    assets: dict[str, str] = field(default_factory=dict)
+    assets: dict[str, Any] = field(default_factory=dict)  # entries as in token_space.json (see uti.assets)
     image: dict[str, Any] | None = None
     audio: dict[str, Any] | None = None
     pad_to_multiple: int = 128
@@ -59,17 +62,24 @@ class SpaceConfig:
         unknown = sorted(set(self.assets) - set(_ASSET_KEYS))
         if unknown:
             raise ConfigError(f"assets: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(_ASSET_KEYS)}")
+        found = problems(MapOf(Str(64), ASSET_ENTRY, 32), self.assets, "assets")
+        if found:
+            raise ConfigError("; ".join(found[:3]))
 
 
-def _resolve(ref: str, root: Path) -> Path | str:
-    local = root / ref
-    return local if local.exists() else ref
+def _resolve(key: str, ref: Any, root: Path) -> Path | str:
+    """Where asset `key` is, by the space's asset rule (`uti.assets`: inside `root`, or a hub id); a
+    missing local path stays a string here so the section builder that needs it names it."""
+    try:
+        return locate(key, ref, root)[0]
+    except MissingAssetError:
+        return ref if isinstance(ref, str) else str(ref.get("path"))
 
 
 def _text_section(cfg: SpaceConfig, root: Path) -> dict:
     from .text import TextCodec
 
-    tok_ref = _resolve(cfg.assets.get("tokenizer", cfg.text.tokenizer), root)
+    tok_ref = _resolve("tokenizer", cfg.assets.get("tokenizer", cfg.text.tokenizer), root)
     try:
         codec = TextCodec.from_pretrained(tok_ref)
         tok_hash, tok_size = codec.vocab_hash, codec.codebook_size
@@ -79,7 +89,7 @@ def _text_section(cfg: SpaceConfig, root: Path) -> dict:
         raise ConfigError(f"text.tokenizer_hash pins {cfg.text.tokenizer_hash} but {tok_ref} hashes to {tok_hash}")
     vocab = cfg.text.base_vocab_size
     if vocab is None and "base_model" in cfg.assets:
-        vocab = _base_vocab_size(_resolve(cfg.assets["base_model"], root))
+        vocab = _base_vocab_size(_resolve("base_model", cfg.assets["base_model"], root))
     vocab = vocab if vocab is not None else tok_size
     if vocab is None:
         raise ConfigError("text.base_vocab_size is needed when neither the tokenizer nor the base model is on this machine")
@@ -103,7 +113,7 @@ def _modality_section(kind: str, section_cfg: dict, cfg: SpaceConfig, root: Path
         builder = getattr(importlib.import_module(module), func)
     except (ImportError, AttributeError) as err:
         raise ConfigError(f"{kind} section: this install has no {kind} codec ({err})") from None
-    assets = {k: _resolve(v, root) for k, v in cfg.assets.items()}
+    assets = {k: _resolve(k, v, root) for k, v in cfg.assets.items()}
     return builder(section_cfg, assets)
 
 

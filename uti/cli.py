@@ -6,7 +6,8 @@
     uti encode --text "hello"      text -> IDs (images and audio: give a file)
     uti decode tokens.json         IDs -> text (or image features / waveform)
 
-Every command exits 0 on success, 1 when a check fails (`space verify`), 2 on bad input.
+Every command exits 0 on success, 1 when a check fails (`space verify`: a damaged space file or asset is a
+failed check, reported as one `BAD` line), 2 on bad input.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ __all__ = ["main"]
 
 SPACE_OPTION = click.option("--space", "space_ref", default=DEFAULT_SPACE, show_default=True,
                             help="Token space: a shipped name (see `uti space show`) or a path to token_space.json.")
+ALLOW_UNPINNED_OPTION = click.option("--allow-unpinned", is_flag=True,
+                                     help="Use assets the space does not pin by content hash (warns; IDs are not "
+                                          "guaranteed to mean what the space says).")
 
 
 @click.group(cls=ErrorHandlingGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,19 +60,28 @@ def space_show(ref: str, as_json: bool) -> None:
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result per file.")
 def space_verify(paths: tuple[str, ...], as_json: bool) -> None:
-    """Recompute hash and ranges of each space file; exit 1 if any file is not intact."""
+    """Check each space file (hash, schema, ranges) and the pinned content hashes of its assets that are
+    on this machine; one line per file. Exit 1 if any file or present asset is not intact (a missing or
+    unpinned asset is reported, not failed)."""
     bad = 0
     for ref in paths:
         try:
             sp = TokenSpace.load(ref)
-            result = {"path": ref, "ok": True, "name": sp.name, "hash": sp.hash}
+            assets = sp.verify_assets()
+            broken = [f"asset {k}: {v[5:]}" for k, v in assets.items() if v.startswith("BAD")]
+            result = {"path": ref, "ok": not broken, "name": sp.name, "hash": sp.hash, "assets": assets}
+            if broken:
+                result["error"] = "; ".join(broken)
         except UTIError as err:
-            bad += 1
             result = {"path": ref, "ok": False, "error": str(err)}
+        bad += not result["ok"]
         if as_json:
             emit_json(result)
+        elif result["ok"]:
+            listed = ", ".join(f"{k}={v}" for k, v in result["assets"].items()) or "none pinned"
+            click.echo(f"ok   {ref}  {result['hash']}  assets: {listed}")
         else:
-            click.echo(f"ok   {ref}  {result['hash']}" if result["ok"] else f"BAD  {ref}: {result['error']}")
+            click.echo(f"BAD  {ref}: {result['error']}")
     if bad:
         raise SystemExit(1)
 
@@ -111,8 +124,9 @@ def encode_text(sp: TokenSpace, text: str) -> dict:
 @click.option("--shard-size", default=1000, show_default=True, type=click.IntRange(1), help="Batch mode: inputs per shard.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Batch mode: files encoded concurrently (threads; overlaps decoding/E2P with a GPU tower).")
+@ALLOW_UNPINNED_OPTION
 def encode(path: str | None, text: str | None, space_ref: str, out: str | None, as_json: bool, part: str,
-           shard_size: int, workers: int) -> None:
+           shard_size: int, workers: int, allow_unpinned: bool) -> None:
     """Encode text (--text) or a file (image, audio) into token-space IDs.
 
     Batch mode: PATH is a folder or a .jsonl manifest and --out a folder of sharded safetensors.
@@ -120,6 +134,7 @@ def encode(path: str | None, text: str | None, space_ref: str, out: str | None, 
     if (path is None) == (text is None):
         raise InputError("give exactly one of PATH or --text")
     sp = TokenSpace.load(space_ref)
+    sp.allow_unpinned = allow_unpinned
     if path is not None and (Path(path).is_dir() or path.endswith(".jsonl")):
         return encode_batch(sp, Path(path), out, part, shard_size, as_json, workers)
     doc = encode_text(sp, text) if text is not None else encode_file(sp, Path(path))
@@ -189,11 +204,14 @@ def _emit(doc: dict, out: str | None, as_json: bool) -> None:
 @SPACE_OPTION
 @click.option("--out", type=click.Path(), help="Where to write decoded media (audio: a .wav; images: .safetensors).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON result.")
-def decode(file: str, space_ref: str, out: str | None, as_json: bool) -> None:
+@ALLOW_UNPINNED_OPTION
+def decode(file: str, space_ref: str, out: str | None, as_json: bool, allow_unpinned: bool) -> None:
     """Decode an `uti encode --json` document back to text (or image features / a waveform)."""
     doc = load_ids_json(file)
-    sp = TokenSpace.load(doc["token_space"].get("name", space_ref) if space_ref == DEFAULT_SPACE else space_ref)
+    name = doc["token_space"].get("name", space_ref)  # a name read from a file: the registry only, never a path
+    sp = TokenSpace.named(name) if space_ref == DEFAULT_SPACE else TokenSpace.load(space_ref)
     sp.check_hash(doc["token_space"].get("hash"), file)
+    sp.allow_unpinned = allow_unpinned
     result = decode_doc(sp, doc, out)
     if as_json:
         emit_json(result)

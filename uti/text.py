@@ -70,12 +70,7 @@ class TextCodec:
         """The space's tokenizer; refuses one whose vocabulary hash differs from the space's abi."""
         space.require_assets("tokenizer")
         codec = cls(load_tokenizer(space.asset("tokenizer")), name=space.abi["text"]["tokenizer"], normalize=normalize)
-        pinned = space.abi["text"].get("tokenizer_hash")
-        if pinned is not None and codec.vocab_hash != pinned:
-            from .errors import HashMismatchError
-
-            raise HashMismatchError(f"tokenizer {space.asset('tokenizer')} has vocabulary hash {codec.vocab_hash}, "
-                                    f"space {space.name!r} pins {pinned}")
+        space.check_asset("tokenizer", codec.vocab_hash)  # the one pin check (uti.assets.check_pin)
         if codec.codebook_size > space.abi["text"]["base_vocab_size"]:
             raise TokenRangeError(f"tokenizer has {codec.codebook_size} tokens, more than the space's base vocab "
                                   f"{space.abi['text']['base_vocab_size']}")

@@ -62,8 +62,11 @@ def parse_json(text: str | bytes, where: str, error: type[UTIError]) -> Any:
         raise error(f"{where}: JSON nested too deeply") from None
     except json.JSONDecodeError as err:
         raise error(f"{where}: not valid JSON: {err}") from None
-    except (ValueError, UnicodeDecodeError) as err:  # e.g. an integer of more than 4300 digits
-        raise error(f"{where}: not acceptable JSON: {str(err).splitlines()[0][:120]}") from None
+    except UnicodeDecodeError as err:
+        raise error(f"{where}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except ValueError as err:  # Python refuses integer literals of more than 4300 digits
+        why = "an integer literal has thousands of digits" if "digits" in str(err) else str(err).splitlines()[0][:120]
+        raise error(f"{where}: not acceptable JSON: {why}") from None
 
 
 def read_json_file(path: str | os.PathLike, max_bytes: int, error: type[UTIError], what: str = "JSON file") -> Any:
@@ -136,6 +139,7 @@ class Str(Spec):
     pattern: str | None = None
     choices: tuple[str, ...] | None = None
     min_len: int = 1
+    name: str | None = None  # how messages describe the expected value
 
     def check(self, value: Any, where: str, out: list[str]) -> None:
         ok = isinstance(value, str) and self.min_len <= len(value) <= self.max_len
@@ -145,6 +149,8 @@ class Str(Spec):
             out.append(f"{where} must be {self.describe()}, got {_show(value)}")
 
     def describe(self) -> str:
+        if self.name is not None:
+            return self.name
         if self.choices is not None:
             return "one of " + ", ".join(map(repr, self.choices))
         shape = f" matching {self.pattern}" if self.pattern else ""
@@ -268,7 +274,7 @@ class Either(Spec):
         return self.name
 
 
-HEX_HASH = Str(max_len=32, min_len=32, pattern="[0-9a-f]{32}")
+HEX_HASH = Str(max_len=32, min_len=32, pattern="[0-9a-f]{32}", name="a content hash of 32 lowercase hex digits")
 
 
 def problems(spec: Spec, value: Any, where: str) -> list[str]:

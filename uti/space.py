@@ -448,10 +448,10 @@ class TokenSpace:
         """Status of each pinned asset: "ok", "unpinned", "not checked (missing)" or "BAD: <why>"."""
         status = {}
         for key in self.assets:
+            if pin_of(self.abi, key)[0] is None:  # the abi pins nothing for it (e.g. the base model)
+                continue
             try:
                 asset = self.resolve_asset(key)
-                if asset.pin_field is None:
-                    continue
                 if asset.pinned_hash is None:
                     status[key] = "unpinned"
                 elif not asset.is_local:

@@ -181,3 +181,17 @@ def test_in_memory_space_uses_given_paths(tmp_path):
     sp = TokenSpace.from_abi(tiny.abi, name="mem", assets={"codebook": str(TINY / "codebook.safetensors")})
     assert sp.check_asset("codebook") == TINY / "codebook.safetensors"
     assert torch.equal(torch.tensor(sp.ranges["image"].as_list()), torch.tensor(tiny.ranges["image"].as_list()))
+
+
+def test_save_writes_no_absolute_paths(tmp_path):
+    tiny = TokenSpace.load("tiny")
+    shutil.copy(TINY / "codebook.safetensors", tmp_path / "codebook.safetensors")
+    sp = TokenSpace.from_abi(tiny.abi, name="mem", assets={"codebook": str(tmp_path / "codebook.safetensors"),
+                                                           "vision_tower": "google/siglip2-so400m-patch14-384"})
+    sp.save(tmp_path / "token_space.json")
+    saved = json.loads((tmp_path / "token_space.json").read_text())["assets"]
+    assert saved == {"codebook": "codebook.safetensors", "vision_tower": "google/siglip2-so400m-patch14-384"}
+    assert TokenSpace.from_path(tmp_path).check_asset("codebook") == tmp_path / "codebook.safetensors"
+    outside = TokenSpace.from_abi(tiny.abi, name="mem", assets={"codebook": str(TINY / "codebook.safetensors")})
+    with pytest.raises(SpaceError, match="outside"):
+        outside.save(tmp_path / "other" / "token_space.json")

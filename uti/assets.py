@@ -32,7 +32,7 @@ from .errors import HashMismatchError, MissingAssetError, SpaceError
 from .schema import Either, Obj, Opt, Str
 
 __all__ = ["ASSET_ENTRY", "PINS", "ResolvedAsset", "locate", "pin_of", "check_pin", "content_hash", "hf_hint",
-           "register_pin"]
+           "register_pin", "relative_entry"]
 
 log = logging.getLogger("uti.assets")
 
@@ -165,6 +165,20 @@ def locate(key: str, entry: Any, root: Path | None) -> tuple[Path | str, str | N
         raise MissingAssetError(f"asset {key!r}: {value} does not exist in the space folder {root}; restore it, "
                                 f"or name a hub id as {{\"hub\": \"OWNER/NAME\"}}")
     return path, None
+
+
+def relative_entry(key: str, entry: Any, folder: Path) -> Any:
+    """`entry` to save in a space file in `folder`: an absolute local path becomes relative to `folder`
+    (SpaceError when it lies outside); other entries are kept."""
+    kind, value, _ = _parse(key, entry)
+    if kind == "hub" or not Path(value).is_absolute():
+        return entry
+    try:
+        rel = Path(value).resolve().relative_to(folder.resolve()).as_posix()
+    except ValueError:
+        raise SpaceError(f"asset {key!r} at {value} lies outside {folder}, where the space is being saved; copy it "
+                         "into that folder (a space file names only its own files or hub ids)") from None
+    return {"path": rel} if isinstance(entry, dict) else rel
 
 
 def pin_of(abi: dict, key: str) -> tuple[str | None, str | None]:

@@ -33,7 +33,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from .assets import ASSET_ENTRY, ResolvedAsset, check_pin, content_hash, hf_hint, locate, pin_of
+from .assets import ASSET_ENTRY, ResolvedAsset, check_pin, content_hash, hf_hint, locate, pin_of, relative_entry
 from .errors import HashMismatchError, InputError, MissingAssetError, SpaceError, TokenRangeError, UTIError
 from .hashing import hash_json
 from .io import atomic_write_json
@@ -356,9 +356,13 @@ class TokenSpace:
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the space atomically; `path` becomes this space's path."""
-        atomic_write_json(path, self.to_json())
-        self.path = Path(path)
+        """Write the space atomically; `path` becomes this space's path. Absolute asset paths (a space built
+        in code) are written relative to the new folder; one outside that folder is refused (no saved file
+        names a path outside its folder)."""
+        folder = Path(path).parent
+        assets = {k: relative_entry(k, v, folder) for k, v in self.assets.items()}
+        atomic_write_json(path, {**self.to_json(), "assets": assets})
+        self.assets, self.path = assets, Path(path)
 
     # queries ------------------------------------------------------------------------------------
     @property

@@ -122,3 +122,29 @@ def test_space_without_local_assets_loads_and_names_what_is_missing(args, monkey
     res = CliRunner().invoke(main, ["encode", *args, "--space", "qwen3-siglip2-encodec"])
     assert res.exit_code == 2 and "not on this machine" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["../../../../etc/passwd", "/etc/passwd", "token_spaces/tiny/token_space.json"])
+def test_decode_resolves_a_documents_space_name_only_through_the_registry(tmp_path, name, tiny_space):
+    doc = {"token_space": {"name": name, "hash": tiny_space.hash}, "modality": "text", "ids": [1, 2]}
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(doc))
+    res = CliRunner().invoke(main, ["decode", str(path)])
+    assert res.exit_code == 2 and "not a valid name" in res.stderr and len(res.stderr.splitlines()) == 1
+
+
+def test_allow_unpinned_flag_reaches_the_space(tmp_path, monkeypatch):
+    data = json.loads((TokenSpace.load("tiny").path).read_text())
+    data["abi"]["text"]["tokenizer_hash"] = None
+    from uti.hashing import hash_json
+
+    data["hash"] = hash_json(data["abi"])
+    folder = tmp_path / "s"
+    folder.mkdir()
+    shutil.copy(TokenSpace.load("tiny").root / "tokenizer.json", folder / "tokenizer.json")
+    data["assets"] = {"tokenizer": "tokenizer.json"}
+    (folder / "token_space.json").write_text(json.dumps(data))
+    res = CliRunner().invoke(main, ["encode", "--text", "hi", "--space", str(folder)])
+    assert res.exit_code == 2 and "--allow-unpinned" in res.stderr
+    res = CliRunner().invoke(main, ["encode", "--text", "hi", "--space", str(folder), "--allow-unpinned", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["ids"]

@@ -35,7 +35,10 @@ _END = {"text": S.TEXT_END, "image": S.IMAGE_END, "audio": S.AUDIO_END}
 def resolve_base(space: TokenSpace, manifest: dict, base: str | None = None) -> str:
     """Which base model to load: `base`; else the space's `base_model` asset when it is on this machine;
     else the id or path the checkpoint recorded; else the space's asset string (a hub id)."""
-    asset = space.asset("base_model") if "base_model" in space.assets else None
+    try:
+        asset = space.asset("base_model") if "base_model" in space.assets else None
+    except MissingAssetError:  # a local path not on this machine (e.g. a checkpoint's copy of the space)
+        asset = None
     for ref in (base, asset if isinstance(asset, Path) else None, manifest.get("base_model"), asset):
         if ref:
             return str(ref)

@@ -2,8 +2,8 @@
 
 The config names the text tokenizer, the image and audio codec settings and the asset locations (by the
 rule of `uti.assets`: paths inside the output folder, or hub ids; absolute paths are refused, so the
-written file names no path outside its folder); the builder loads whatever assets are on this machine to pin their content hashes, derives the specials,
-and writes `token_space.json`. Modality sections are built by their codecs
+written file names no path outside its folder); the builder loads whatever assets are on this machine
+to pin their content hashes, derives the specials, and writes `token_space.json`. Modality sections are built by their codecs
 (`uti.image.codec.image_abi_section`, `uti.audio.codec.audio_abi_section`), so the space never guesses
 a codec's identity.
 """

@@ -88,7 +88,8 @@ def _show(value: Any) -> str:
         return f"a {'mapping' if isinstance(value, dict) else 'list'} of {len(value)}"
     if value is None:
         return "null"
-    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"an integer of {len(str(value))} digits"
+    big = isinstance(value, int) and abs(value) >= 10**30
+    text = f"an integer of {len(str(value))} digits" if big else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -317,7 +317,8 @@ class TokenSpace:
         derived or allocated before), then the whole file against FILE_SCHEMA, then ranges and total."""
         where = str(path or "<token space>")
         if not isinstance(data, dict) or not isinstance(data.get("abi"), dict) or not isinstance(data.get("hash"), str):
-            raise SpaceError(f"{where}: not a token space (expected a JSON object with an `abi` mapping and a `hash` string)")
+            raise SpaceError(f"{where}: not a token space (expected a JSON object with an `abi` mapping and a "
+                             "`hash` string)")
         try:
             actual = hash_json(data["abi"])
         except (ValueError, TypeError, RecursionError) as err:
@@ -398,7 +399,8 @@ class TokenSpace:
     def resolve_asset(self, key: str) -> ResolvedAsset:
         """Where asset `key` is (see `uti.assets`) and the hash the abi pins for it; no hashing done here."""
         if key not in self.assets:
-            raise MissingAssetError(f"space {self.label} names no asset {key!r}; it names {', '.join(self.assets) or 'none'}")
+            raise MissingAssetError(f"space {self.label} names no asset {key!r}; it names "
+                                    f"{', '.join(self.assets) or 'none'}")
         location, revision = locate(key, self.assets[key], self.root)
         pin_field, pinned = pin_of(self.abi, key)
         return ResolvedAsset(key, location, revision, pin_field, pinned)

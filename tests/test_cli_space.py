@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -43,8 +44,10 @@ def test_space_verify_good_and_bad(run, tiny_space, tmp_path):
 
 def test_space_build(run, tiny_space, tmp_path):
     cfg = tmp_path / "cfg.json"
+    (tmp_path / "mine").mkdir()
+    shutil.copy(tiny_space.root / "tokenizer.json", tmp_path / "mine" / "tokenizer.json")
     cfg.write_text(json.dumps({"name": "mine", "text": {"tokenizer": "tok", "base_vocab_size": 600},
-                               "assets": {"tokenizer": str(tiny_space.root / "tokenizer.json")},
+                               "assets": {"tokenizer": "tokenizer.json"},
                                "pad_to_multiple": 256}))
     res = run("space", "build", str(cfg), "--out", str(tmp_path / "mine"), "--json")
     assert res.exit_code == 0, res.output
@@ -104,7 +107,8 @@ def test_every_shipped_space_verifies_through_the_cli(run):
     files = sorted(str(p) for p in spaces_dir().glob("*/token_space.json"))
     assert files
     res = run("space", "verify", *files)
-    assert res.exit_code == 0 and res.output.count("ok ") == len(files)
+    lines = res.output.splitlines()
+    assert res.exit_code == 0 and len(lines) == len(files) and all(line.startswith("ok ") for line in lines)
 
 
 @pytest.mark.parametrize("args", [["--text", "hi"], ["tests/assets/panoramas/city.jpg"], ["tests/assets/audio/bell.oga"]])
@@ -118,3 +122,29 @@ def test_space_without_local_assets_loads_and_names_what_is_missing(args, monkey
     res = CliRunner().invoke(main, ["encode", *args, "--space", "qwen3-siglip2-encodec"])
     assert res.exit_code == 2 and "not on this machine" in res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["../../../../etc/passwd", "/etc/passwd", "token_spaces/tiny/token_space.json"])
+def test_decode_resolves_a_documents_space_name_only_through_the_registry(tmp_path, name, tiny_space):
+    doc = {"token_space": {"name": name, "hash": tiny_space.hash}, "modality": "text", "ids": [1, 2]}
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(doc))
+    res = CliRunner().invoke(main, ["decode", str(path)])
+    assert res.exit_code == 2 and "not a valid name" in res.stderr and len(res.stderr.splitlines()) == 1
+
+
+def test_allow_unpinned_flag_reaches_the_space(tmp_path, monkeypatch):
+    data = json.loads((TokenSpace.load("tiny").path).read_text())
+    data["abi"]["text"]["tokenizer_hash"] = None
+    from uti.hashing import hash_json
+
+    data["hash"] = hash_json(data["abi"])
+    folder = tmp_path / "s"
+    folder.mkdir()
+    shutil.copy(TokenSpace.load("tiny").root / "tokenizer.json", folder / "tokenizer.json")
+    data["assets"] = {"tokenizer": "tokenizer.json"}
+    (folder / "token_space.json").write_text(json.dumps(data))
+    res = CliRunner().invoke(main, ["encode", "--text", "hi", "--space", str(folder)])
+    assert res.exit_code == 2 and "--allow-unpinned" in res.stderr
+    res = CliRunner().invoke(main, ["encode", "--text", "hi", "--space", str(folder), "--allow-unpinned", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["ids"]

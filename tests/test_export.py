@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import shutil
 import json
 
 import pytest
@@ -26,8 +27,10 @@ def space(tmp_path_factory):
     synth = tiny_space(base_vocab=tiny.abi["text"]["base_vocab_size"])
     abi = copy.deepcopy(synth.abi)
     abi["text"] = tiny.abi["text"]
-    sp = TokenSpace.from_abi(abi, name="export-test", assets={"tokenizer": str(tiny.asset("tokenizer"))})
-    sp.save(tmp_path_factory.mktemp("space") / "token_space.json")
+    folder = tmp_path_factory.mktemp("space")
+    shutil.copy(tiny.asset("tokenizer"), folder / "tokenizer.json")  # assets live inside the space folder
+    sp = TokenSpace.from_abi(abi, name="export-test", assets={"tokenizer": "tokenizer.json"})
+    sp.save(folder / "token_space.json")
     return sp
 
 

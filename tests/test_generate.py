@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -130,7 +131,8 @@ def test_exported_rules_match_the_grammar():
 def test_cli_generate_and_refusals(tmp_path):
     tiny = TokenSpace.load("tiny")  # its real tokenizer, text only (so --target image must be refused)
     abi = {"schema": 1, "text": tiny.abi["text"], "specials": S.default_specials(), "pad_to_multiple": 128}
-    space = TokenSpace.from_abi(abi, name="text-only", assets={"tokenizer": str(tiny.asset("tokenizer"))})
+    shutil.copy(tiny.asset("tokenizer"), tmp_path / "tokenizer.json")  # assets live inside the space folder
+    space = TokenSpace.from_abi(abi, name="text-only", assets={"tokenizer": str(tmp_path / "tokenizer.json")})
     space.save(tmp_path / "token_space.json")
     tiny_qwen3().save_pretrained(tmp_path / "base")
     save_rows(grow_model(load_base(str(tmp_path / "base")), space), tmp_path / "rows", space)

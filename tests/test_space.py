@@ -158,3 +158,53 @@ def test_identity_diff_null_is_unpinned():
                          ignore=frozenset({"name"})) == []
     diff = identity_diff(pinned, {"tower": {"name": "a", "weights_hash": "x", "hidden": 5}, "size": 9})
     assert diff == ["size: space has 8, asset has 9", "tower.hidden: space has 4, asset has 5"]
+
+
+def _real_abi() -> dict:
+    """Sizes of real models: Qwen3's vocabulary, a 16384-code image codebook, Mimi's 32 levels of 2048."""
+    return make_abi(text={"tokenizer": "Qwen/Qwen3-0.6B", "tokenizer_hash": None, "base_vocab_size": 151936},
+                    image={"codebook_size": 16384, "layout": {"num_tiles": 2, "tile_size": 384}},
+                    audio={"num_codebooks": 32, "codebook_size": 2048}, pad_to_multiple=128)
+
+
+@pytest.mark.parametrize("field, limit", [
+    (("text", "base_vocab_size"), "base_vocab_size"),
+    (("image", "codebook_size"), "image_codebook_size"),
+    (("image", "layout", "num_tiles"), "num_tiles"),
+    (("image", "layout", "tile_size"), "pixels"),
+    (("audio", "num_codebooks"), "audio_num_codebooks"),
+    (("audio", "codebook_size"), "audio_codebook_size"),
+    (("pad_to_multiple",), "pad_to_multiple"),
+])
+def test_size_fields_are_bounded_generously(field, limit):
+    from uti.space import LIMITS
+
+    TokenSpace.from_abi(_real_abi(), name="real")
+    abi = _real_abi()
+    node = abi
+    for key in field[:-1]:
+        node = node[key]
+    node[field[-1]] = LIMITS[limit]
+    if field[-1] == "num_tiles":
+        abi["specials"] = default_specials(num_tiles=LIMITS[limit])
+    TokenSpace.from_abi(abi, name="at-limit")  # the limit itself is accepted
+    node[field[-1]] = LIMITS[limit] + 1
+    with pytest.raises(SpaceError, match=".".join(field)):
+        TokenSpace.from_abi(abi, name="beyond")
+
+
+def test_hash_is_checked_before_anything_is_derived(tmp_path, monkeypatch):
+    import uti.space
+
+    path, data = _saved(tmp_path)
+    data["abi"]["audio"]["num_codebooks"] = 10**8  # stale hash: must be refused before any range exists
+    path.write_text(json.dumps(data))
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("derived before the hash was checked")
+
+    monkeypatch.setattr(uti.space, "derive_ranges", forbidden)
+    monkeypatch.setattr(uti.space, "validate_abi", forbidden)
+    monkeypatch.setattr(uti.space, "_check_specials", forbidden)
+    with pytest.raises(HashMismatchError, match="stored hash"):
+        TokenSpace.from_path(path)

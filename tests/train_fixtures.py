@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,7 +20,10 @@ def make_setup(root: Path, n_records: int = 24, seed: int = 0, tied: bool = True
     if with_model:
         tiny_qwen3(vocab=512, hidden=32, layers=1, tied=tied, seed=seed).save_pretrained(root / "base")
     base = tiny_space(base_vocab=512, image_codes=32, audio=None, name="traintest")
-    space = TokenSpace.from_abi(base.abi, name="traintest", assets={"tokenizer": str(TOKENIZER)})
+    abi = {**base.abi, "text": TokenSpace.load("tiny").abi["text"]}  # the tokenizer below, pinned
+    (root / "space").mkdir(parents=True, exist_ok=True)
+    shutil.copy(TOKENIZER, root / "space" / "tokenizer.json")  # assets live inside the space folder
+    space = TokenSpace.from_abi(abi, name="traintest", assets={"tokenizer": "tokenizer.json"})
     space.save(root / "space" / "token_space.json")
     rng = random.Random(seed)
     img = space.ranges["image"]

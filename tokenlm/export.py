@@ -93,10 +93,12 @@ def merge_model(model: nn.Module) -> nn.Module:
 
 
 def _base_tokenizer(space: TokenSpace, base_ref: str) -> Any:
-    from uti.text import load_tokenizer
+    from uti.text import load_tokenizer, tokenizer_hash
 
     if "tokenizer" in space.assets:
-        return load_tokenizer(space.asset("tokenizer"))
+        tokenizer = load_tokenizer(space.asset("tokenizer"))
+        space.check_asset("tokenizer", tokenizer_hash(tokenizer))  # the one pin check (uti.assets.check_pin)
+        return tokenizer
     try:
         return load_tokenizer(base_ref)
     except MissingAssetError:

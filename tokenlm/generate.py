@@ -35,7 +35,10 @@ _END = {"text": S.TEXT_END, "image": S.IMAGE_END, "audio": S.AUDIO_END}
 def resolve_base(space: TokenSpace, manifest: dict, base: str | None = None) -> str:
     """Which base model to load: `base`; else the space's `base_model` asset when it is on this machine;
     else the id or path the checkpoint recorded; else the space's asset string (a hub id)."""
-    asset = space.asset("base_model") if "base_model" in space.assets else None
+    try:
+        asset = space.asset("base_model") if "base_model" in space.assets else None
+    except MissingAssetError:  # a local path not on this machine (e.g. a checkpoint's copy of the space)
+        asset = None
     for ref in (base, asset if isinstance(asset, Path) else None, manifest.get("base_model"), asset):
         if ref:
             return str(ref)
@@ -191,8 +194,9 @@ def _decode_segment(space: TokenSpace, seg: dict, k: int, out_dir: str | Path | 
         enc = from_ids(seg["ids"], space)
         space.require_assets("codebook")
         sec = space.abi["image"]
-        dec = decode_codes(enc.codes, Codebook.load(space.asset("codebook")), Layout.from_abi(sec["layout"]),
-                           int(sec["grid"][0]))
+        codebook = Codebook.load(space.asset("codebook"))
+        space.check_asset("codebook", codebook.content_hash())  # the one pin check (uti.assets.check_pin)
+        dec = decode_codes(enc.codes, codebook, Layout.from_abi(sec["layout"]), int(sec["grid"][0]))
         return {"views": int(enc.codes.shape[0]), "features_shape": list(dec["features"].shape)}
     from uti.audio.codec import AudioCodec
 

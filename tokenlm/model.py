@@ -116,9 +116,13 @@ def _load_codebook(space: Any) -> torch.Tensor:
     """The (K, Dc) image codebook named by the space's `codebook` asset (the one 2-D tensor with K rows)."""
     from safetensors.torch import load_file
 
+    from uti.hashing import hash_tensors
+
     space.require_assets("codebook")
     k = space.abi["image"]["codebook_size"]
-    tensors = [t for t in load_file(str(space.asset("codebook"))).values() if t.dim() == 2 and t.shape[0] == k]
+    stored = load_file(str(space.asset("codebook")))
+    space.check_asset("codebook", hash_tensors(stored))  # the one pin check (uti.assets.check_pin)
+    tensors = [t for t in stored.values() if t.dim() == 2 and t.shape[0] == k]
     if len(tensors) != 1:
         raise GrowthError(f"codebook asset {space.asset('codebook')} has {len(tensors)} 2-D tensors with {k} rows; "
                           "expected exactly one (pass codebook= explicitly)")

@@ -1,10 +1,11 @@
 """Build a token space from a small typed config (`uti space build CONFIG --out PATH`).
 
-The config names the text tokenizer, the image and audio codec settings and the asset locations; the
-builder loads whatever assets are on this machine to pin their content hashes, derives the specials,
-and writes `token_space.json`. Modality sections are built by their registered codecs
-(`uti.codecs`: `build_section`, e.g. `uti.image.codec.image_abi_section`), so the space never guesses a
-codec's identity; the specials are the base ones, then each present codec's in layout order.
+The config names the text tokenizer, the codec settings and the asset locations (by the rule of
+`uti.assets`: paths inside the output folder, or hub ids; absolute paths are refused, so the written file
+names no path outside its folder); the builder loads whatever assets are on this machine to pin their
+content hashes, derives the specials, and writes `token_space.json`. Modality sections are built by their
+registered codecs (`uti.codecs`: `build_section`, e.g. `uti.image.codec.image_abi_section`), so the space
+never guesses a codec's identity; the specials are the base ones, then each present codec's in layout order.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .assets import ASSET_ENTRY, locate
 from .codecs import codec_class, codec_classes
 from .config import from_dict, read_config_file
 from .errors import ConfigError, MissingAssetError, SpaceError
+from .schema import MapOf, Str, problems
 from .space import SCHEMA, TokenSpace
 from .specials import BASE_SPECIALS
 
@@ -48,7 +51,7 @@ class SpaceConfig:
 
     name: str
     text: TextConfig
-    assets: dict[str, str] = field(default_factory=dict)
+    assets: dict[str, Any] = field(default_factory=dict)  # entries as in token_space.json (see uti.assets)
     image: dict[str, Any] | None = None
     audio: dict[str, Any] | None = None
     codecs: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -63,6 +66,9 @@ class SpaceConfig:
         unknown = sorted(set(self.assets) - set(_asset_keys()))
         if unknown:
             raise ConfigError(f"assets: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(_asset_keys())}")
+        found = problems(MapOf(Str(64), ASSET_ENTRY, 32), self.assets, "assets")
+        if found:
+            raise ConfigError("; ".join(found[:3]))
         for kind in self.codecs:
             if kind in ("text", "image", "audio"):
                 raise ConfigError(f"codecs.{kind}: give the {kind} section at the top level of the config")
@@ -77,15 +83,19 @@ class SpaceConfig:
         return {**out, **self.codecs}
 
 
-def _resolve(ref: str, root: Path) -> Path | str:
-    local = root / ref
-    return local if local.exists() else ref
+def _resolve(key: str, ref: Any, root: Path) -> Path | str:
+    """Where asset `key` is, by the space's asset rule (`uti.assets`: inside `root`, or a hub id); a
+    missing local path stays a string here so the section builder that needs it names it."""
+    try:
+        return locate(key, ref, root)[0]
+    except MissingAssetError:
+        return ref if isinstance(ref, str) else str(ref.get("path"))
 
 
 def _text_section(cfg: SpaceConfig, root: Path) -> dict:
     from .text import TextCodec
 
-    tok_ref = _resolve(cfg.assets.get("tokenizer", cfg.text.tokenizer), root)
+    tok_ref = _resolve("tokenizer", cfg.assets.get("tokenizer", cfg.text.tokenizer), root)
     try:
         codec = TextCodec.from_pretrained(tok_ref)
         tok_hash, tok_size = codec.tokenizer_hash, codec.codebook_size
@@ -95,7 +105,7 @@ def _text_section(cfg: SpaceConfig, root: Path) -> dict:
         raise ConfigError(f"text.tokenizer_hash pins {cfg.text.tokenizer_hash} but {tok_ref} hashes to {tok_hash}")
     vocab = cfg.text.base_vocab_size
     if vocab is None and "base_model" in cfg.assets:
-        vocab = _base_vocab_size(_resolve(cfg.assets["base_model"], root))
+        vocab = _base_vocab_size(_resolve("base_model", cfg.assets["base_model"], root))
     vocab = vocab if vocab is not None else tok_size
     if vocab is None:
         raise ConfigError("text.base_vocab_size is needed when neither the tokenizer nor the base model is on this machine")
@@ -117,7 +127,7 @@ def build_space(cfg: SpaceConfig, root: Path) -> TokenSpace:
     """The space `cfg` defines; relative asset paths are resolved against `root` (the output folder)."""
     abi: dict[str, Any] = {"schema": SCHEMA, "text": _text_section(cfg, root)}
     sections = cfg.sections()
-    assets = {k: _resolve(v, root) for k, v in cfg.assets.items()}
+    assets = {k: _resolve(k, v, root) for k, v in cfg.assets.items()}
     specials = list(BASE_SPECIALS)
     for codec in codec_classes():  # layout order, so specials are appended in the order of the ranges
         if codec.modality in sections:

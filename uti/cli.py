@@ -6,7 +6,8 @@
     uti encode --text "hello"      text -> IDs (images and audio: give a file)
     uti decode tokens.json         IDs -> text (or image features / waveform); `-` reads standard input
 
-Every command exits 0 on success, 1 when a check fails (`space verify`) or some batch inputs fail, 2 on bad input.
+Every command exits 0 on success, 1 when a check fails (`space verify`: a damaged space file or asset is a
+failed check, reported as one `BAD` line) or some batch inputs fail, 2 on bad input.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ __all__ = ["main"]
 
 SPACE_OPTION = click.option("--space", "space_ref", default=DEFAULT_SPACE, show_default=True,
                             help="Token space: a shipped name (see `uti space show`) or a path to token_space.json.")
+ALLOW_UNPINNED_OPTION = click.option("--allow-unpinned", is_flag=True,
+                                     help="Use assets the space does not pin by content hash (warns; IDs are not "
+                                          "guaranteed to mean what the space says).")
 
 
 @click.group(cls=ErrorHandlingGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -57,19 +61,28 @@ def space_show(ref: str, as_json: bool) -> None:
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON result per file.")
 def space_verify(paths: tuple[str, ...], as_json: bool) -> None:
-    """Recompute hash and ranges of each space file; exit 1 if any file is not intact."""
+    """Check each space file (hash, schema, ranges) and the pinned content hashes of its assets that are
+    on this machine; one line per file. Exit 1 if any file or present asset is not intact (a missing or
+    unpinned asset is reported, not failed)."""
     bad = 0
     for ref in paths:
         try:
             sp = TokenSpace.load(ref)
-            result = {"path": ref, "ok": True, "name": sp.name, "hash": sp.hash}
+            assets = sp.verify_assets()
+            broken = [f"asset {k}: {v[5:]}" for k, v in assets.items() if v.startswith("BAD")]
+            result = {"path": ref, "ok": not broken, "name": sp.name, "hash": sp.hash, "assets": assets}
+            if broken:
+                result["error"] = "; ".join(broken)
         except UTIError as err:
-            bad += 1
             result = {"path": ref, "ok": False, "error": str(err)}
+        bad += not result["ok"]
         if as_json:
             emit_json(result)
+        elif result["ok"]:
+            listed = ", ".join(f"{k}={v}" for k, v in result["assets"].items()) or "none pinned"
+            click.echo(f"ok   {ref}  {result['hash']}  assets: {listed}")
         else:
-            click.echo(f"ok   {ref}  {result['hash']}" if result["ok"] else f"BAD  {ref}: {result['error']}")
+            click.echo(f"BAD  {ref}: {result['error']}")
     if bad:
         raise SystemExit(1)
 
@@ -107,8 +120,9 @@ def encode_text(sp: TokenSpace, text: str) -> EncodedDocument:
 @click.option("--shard-size", default=1000, show_default=True, type=click.IntRange(1), help="Batch mode: inputs per shard.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Batch mode: files encoded concurrently (threads; overlaps decoding/E2P with a GPU tower).")
+@ALLOW_UNPINNED_OPTION
 def encode(path: str | None, text: str | None, space_ref: str, out: str | None, as_json: bool, part: str,
-           shard_size: int, workers: int) -> None:
+           shard_size: int, workers: int, allow_unpinned: bool) -> None:
     """Encode text (--text) or a file (image, audio) into token-space IDs.
 
     Batch mode: PATH is a folder or a .jsonl manifest and --out a folder of sharded safetensors.
@@ -116,6 +130,7 @@ def encode(path: str | None, text: str | None, space_ref: str, out: str | None, 
     if (path is None) == (text is None):
         raise InputError("give exactly one of PATH or --text")
     sp = TokenSpace.load(space_ref)
+    sp.allow_unpinned = allow_unpinned
     if path is not None and (Path(path).is_dir() or path.endswith(".jsonl")):
         return encode_batch(sp, Path(path), out, part, shard_size, as_json, workers)
     doc = encode_text(sp, text) if text is not None else encode_file(sp, Path(path))
@@ -200,13 +215,16 @@ def _emit(doc: EncodedDocument, out: str | None, as_json: bool) -> None:
               "[default: the registered space the document names].")
 @click.option("--out", type=click.Path(), help="Where to write decoded media (audio: a .wav; images: .safetensors).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON result.")
+@ALLOW_UNPINNED_OPTION
 @click.pass_context
-def decode(ctx: click.Context, file: str, space_ref: str | None, out: str | None, as_json: bool) -> None:
+def decode(ctx: click.Context, file: str, space_ref: str | None, out: str | None, as_json: bool,
+           allow_unpinned: bool) -> None:
     """Decode an `uti encode --json` document (FILE, or - for standard input) back to text, image features or
     a waveform."""
     doc = read_document(file)
     explicit = ctx.get_parameter_source("space_ref") not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
     sp = document_space(doc, space_ref if explicit else None)
+    sp.allow_unpinned = allow_unpinned
     result = decode_doc(sp, doc, out)
     if as_json:
         emit_json(result)

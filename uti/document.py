@@ -352,14 +352,6 @@ def write_document(path: str | os.PathLike, doc: EncodedDocument) -> None:
 
 # --- the space a document is decoded with --------------------------------------------------------------
 
-def _named_space(name: str) -> Any:
-    """The registered space `name` (never a path: no separators, no `..`, no leading dot)."""
-    # TODO(merge): use TokenSpace.named (helper "space" adds it: registry only, never a path).
-    from .space import TokenSpace, spaces_dir
-
-    return TokenSpace.from_file(spaces_dir() / name / "token_space.json")
-
-
 def document_space(doc: EncodedDocument, space_ref: str | os.PathLike | None = None) -> Any:
     """The `TokenSpace` to decode `doc` with: `space_ref` (a name or path the user gave) when not None, else
     the registered space the document names. The space's hash must be the document's."""
@@ -374,7 +366,7 @@ def document_space(doc: EncodedDocument, space_ref: str | os.PathLike | None = N
             known = ", ".join(known_spaces()) or "none"
             raise SpaceError(f"{doc.where} names token space {_SHOW.repr(name)}, which is not a registered space "
                              f"(registered: {known}); {_SPACE_HINT}")
-        space = _named_space(name)
+        space = TokenSpace.named(name)
     if space.hash != doc.space_hash:
         raise HashMismatchError(f"{doc.where} was made with token space {_SHOW.repr(doc.space_name)} hash "
                                 f"{doc.space_hash}, but space {space.name!r} ({space.path or 'in memory'}) has hash "

@@ -31,7 +31,7 @@ from typing import Any, Collection, Iterator, Sequence
 
 from tokenizers import Tokenizer
 
-from .errors import HashMismatchError, InputError, MissingAssetError, TokenRangeError
+from .errors import InputError, MissingAssetError, TokenRangeError
 from .hashing import hash_json
 
 __all__ = ["TextCodec", "load_tokenizer", "tokenizer_hash", "canonical_tokenizer", "MAX_TOKENIZER_BYTES"]
@@ -214,10 +214,7 @@ class TextCodec:
         """The space's tokenizer; refuses one whose `tokenizer_hash` differs from the space's pin."""
         space.require_assets("tokenizer")
         codec = cls(load_tokenizer(space.asset("tokenizer")), name=space.abi["text"]["tokenizer"], normalize=normalize)
-        pinned = space.abi["text"].get("tokenizer_hash")
-        if pinned is not None and codec.tokenizer_hash != pinned:
-            raise HashMismatchError(f"tokenizer {space.asset('tokenizer')} has hash {codec.tokenizer_hash} but space "
-                                    f"{space.name!r} pins {pinned}; restore the space's tokenizer.json or rebuild the space")
+        space.check_asset("tokenizer", codec.tokenizer_hash)  # the one pin check (uti.assets.check_pin)
         if codec.codebook_size > space.abi["text"]["base_vocab_size"]:
             raise TokenRangeError(f"tokenizer has {codec.codebook_size} tokens, more than the space's base vocab "
                                   f"{space.abi['text']['base_vocab_size']}")

@@ -134,6 +134,7 @@ class AudioCodec:
                              chunk_frames=section["chunk_frames"], **levels)
         codec = cls.from_pretrained(ref, config)
         codec.space = space
+        space.check_asset("audio_codec", codec.weights_hash)  # the one pin check (uti.assets.check_pin)
         diff = identity_diff(section, codec.abi(), ignore=frozenset({"model"}))
         if diff:
             raise HashMismatchError(f"audio codec {ref} does not match space {space.name!r} ({space.path}): "

@@ -122,7 +122,10 @@ class ImageCodec:
         space.require_assets("vision_tower", "codebook")
         tower = VisionTower.from_pretrained(space.asset("vision_tower"), feature_layer=want["feature_layer"],
                                             dtype=dtype, device=device, batch_size=batch_size)
-        codec = cls(tower, Codebook.load(space.asset("codebook")), Layout.from_abi(want["layout"]), want["antialias"])
+        codebook = Codebook.load(space.asset("codebook"))
+        space.check_asset("vision_tower", tower.weights_hash)  # the one pin check (uti.assets.check_pin)
+        space.check_asset("codebook", codebook.content_hash())
+        codec = cls(tower, codebook, Layout.from_abi(want["layout"]), want["antialias"])
         _check_same(want, codec.abi(), space)
         return codec
 

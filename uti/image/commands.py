@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from ..document import EncodedDocument
-from ..errors import HashMismatchError, InputError
+from ..errors import InputError
 from ..io import atomic_save_safetensors
 from .codec import IMAGE_EXTENSIONS, ImageCodec, decode_codes, from_ids, to_ids
 from .layout import Layout
@@ -57,9 +57,7 @@ def decode_image(space: Any, ids: list[int], out: str | None) -> dict[str, Any]:
     space.require_assets("codebook")
     section = space.abi["image"]
     cb = Codebook.load(space.asset("codebook"))
-    if cb.content_hash() != section["codebook"]["hash"]:
-        raise HashMismatchError(f"codebook {space.asset('codebook')} hashes to {cb.content_hash()}, but space "
-                                f"{space.name!r} ({space.path}) pins {section['codebook']['hash']}")
+    space.check_asset("codebook", cb.content_hash())  # the one pin check (uti.assets.check_pin)
     encoded = from_ids(ids, space)
     dec = decode_codes(encoded.codes, cb, Layout.from_abi(section["layout"]), int(section["grid"][0]))
     result = {"modality": "image", "kind": dec["kind"], "num_views": len(dec["views"]), "grid": dec["grid"],

@@ -130,7 +130,7 @@ def test_decode_resolves_a_documents_space_name_only_through_the_registry(tmp_pa
     path = tmp_path / "t.json"
     path.write_text(json.dumps(doc))
     res = CliRunner().invoke(main, ["decode", str(path)])
-    assert res.exit_code == 2 and "not a valid name" in res.stderr and len(res.stderr.splitlines()) == 1
+    assert res.exit_code == 2 and "not a registered space" in res.stderr and len(res.stderr.splitlines()) == 1
 
 
 def test_allow_unpinned_flag_reaches_the_space(tmp_path, monkeypatch):

@@ -116,7 +116,8 @@ def _registry_file(name: str) -> Path:
 
 
 class _CodecSection(Spec):
-    """The section of a codec registered beyond image and audio: a mapping its own `validate_section` checks."""
+    """A mapping checked elsewhere: the section of a codec registered beyond image and audio (its own
+    `validate_section` checks it), or the abi inside a file (checked by `validate_abi`)."""
 
     def check(self, value: Any, where: str, out: list[str]) -> None:
         if not isinstance(value, dict):
@@ -194,14 +195,20 @@ FILE_SCHEMA = Obj({"format": Const(FORMAT), "name": Str(128, pattern=NAME_PATTER
                   required=("format", "name", "hash", "abi"), name="a token space mapping")
 
 
-def validate_abi(abi: Any) -> list[str]:
-    """All problems of an `abi` section (empty list when valid): its typed schema (sections of codecs registered
-    beyond image and audio are checked by their codec's `validate_section`), then the specials."""
-    from .codecs import codec_classes, present_codecs
+def _abi_schema() -> Obj:
+    """ABI_SCHEMA plus a section for each codec registered beyond image and audio (its codec checks it)."""
+    from .codecs import codec_classes
 
     extra = {c.modality: _CodecSection() for c in codec_classes() if c.modality not in ABI_SCHEMA.fields}
-    schema = Obj({**ABI_SCHEMA.fields, **extra}, ABI_SCHEMA.required, ABI_SCHEMA.name) if extra else ABI_SCHEMA
-    found = problems(schema, abi, "abi")
+    return Obj({**ABI_SCHEMA.fields, **extra}, ABI_SCHEMA.required, ABI_SCHEMA.name) if extra else ABI_SCHEMA
+
+
+def validate_abi(abi: Any, where: str = "abi") -> list[str]:
+    """All problems of an `abi` section (empty list when valid): its typed schema, each present codec's
+    `validate_section`, then the specials."""
+    from .codecs import present_codecs
+
+    found = problems(_abi_schema(), abi, where)
     for codec in present_codecs(abi) if not found else ():
         found += codec.validate_section(abi[codec.modality])
     return found or _check_specials(abi)
@@ -348,8 +355,9 @@ class TokenSpace:
         if data["hash"] != actual:
             raise HashMismatchError(f"{where}: stored hash {data['hash'][:40]} != recomputed {actual} of its abi; "
                                     "the abi was edited or the file is corrupt (rebuild it with `uti space build`)")
-        found = problems(FILE_SCHEMA, data, "space")
-        found = found or _check_specials(data["abi"])
+        found = problems(Obj({**FILE_SCHEMA.fields, "abi": _CodecSection()}, FILE_SCHEMA.required, FILE_SCHEMA.name),
+                         data, "space")  # the abi itself next, with the sections of every registered codec
+        found = found or validate_abi(data["abi"], "space.abi")
         if found:
             raise SpaceError(f"{where}: invalid token space: {_summary(found)}")
         space = cls(data["abi"], name=data["name"], assets=data.get("assets"),

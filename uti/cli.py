@@ -12,10 +12,11 @@ Every command exits 0 on success, 1 when a check fails (`space verify`), 2 on ba
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from .cli_base import ErrorHandlingGroup, emit_json
+from .cli_base import DEVICE_OPTION, DTYPE_OPTION, ErrorHandlingGroup, emit_json, parse_device, parse_dtype
 from .errors import InputError, UTIError
 from .io import atomic_write_json
 from .space import DEFAULT_SPACE, TokenSpace, load_ids_json
@@ -111,8 +112,11 @@ def encode_text(sp: TokenSpace, text: str) -> dict:
 @click.option("--shard-size", default=1000, show_default=True, type=click.IntRange(1), help="Batch mode: inputs per shard.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Batch mode: files encoded concurrently (threads; overlaps decoding/E2P with a GPU tower).")
+@DEVICE_OPTION
+@DTYPE_OPTION
+@click.option("--strict", is_flag=True, help="Refuse inputs the decoder had to repair (e.g. a corrupt JPEG).")
 def encode(path: str | None, text: str | None, space_ref: str, out: str | None, as_json: bool, part: str,
-           shard_size: int, workers: int) -> None:
+           shard_size: int, workers: int, device: str, dtype: str, strict: bool) -> None:
     """Encode text (--text) or a file (image, audio) into token-space IDs.
 
     Batch mode: PATH is a folder or a .jsonl manifest and --out a folder of sharded safetensors.
@@ -120,14 +124,15 @@ def encode(path: str | None, text: str | None, space_ref: str, out: str | None, 
     if (path is None) == (text is None):
         raise InputError("give exactly one of PATH or --text")
     sp = TokenSpace.load(space_ref)
+    run = {"device": parse_device(device), "dtype": parse_dtype(dtype), "strict": strict}  # codec placement
     if path is not None and (Path(path).is_dir() or path.endswith(".jsonl")):
-        return encode_batch(sp, Path(path), out, part, shard_size, as_json, workers)
-    doc = encode_text(sp, text) if text is not None else encode_file(sp, Path(path))
+        return encode_batch(sp, Path(path), out, part, shard_size, as_json, workers, **run)
+    doc = encode_text(sp, text) if text is not None else encode_file(sp, Path(path), **run)
     _emit(doc, out, as_json)
 
 
 def encode_batch(sp: TokenSpace, source: Path, out: str | None, part: str, shard_size: int, as_json: bool,
-                 workers: int = 1) -> None:
+                 workers: int = 1, **run: Any) -> None:
     """Batch mode of `uti encode`: inputs -> shards in OUT, a progress bar and a summary (see uti.batch)."""
     from .audio.cli import AUDIO_SUFFIXES, audio_encoder
     from .batch import list_inputs, parse_part, run_batch
@@ -141,7 +146,7 @@ def encode_batch(sp: TokenSpace, source: Path, out: str | None, part: str, shard
     def encode_one(p: str) -> tuple[list[int], dict]:
         kind = "audio" if Path(p).suffix.lower() in AUDIO_SUFFIXES else "image"
         if kind not in encoders:
-            encoders[kind] = audio_encoder(sp) if kind == "audio" else image_encoder(sp)
+            encoders[kind] = audio_encoder(sp, **run) if kind == "audio" else image_encoder(sp, **run)
         return encoders[kind](p)  # type: ignore[operator]
 
     paths = list_inputs(source, IMAGE_EXTENSIONS + AUDIO_SUFFIXES)
@@ -155,18 +160,18 @@ def encode_batch(sp: TokenSpace, source: Path, out: str | None, part: str, shard
         click.echo(f"  failed {f['path']}: {f['reason']}")
 
 
-def encode_file(sp: TokenSpace, path: Path) -> dict:
-    """Encode one file by its modality (image or audio)."""
+def encode_file(sp: TokenSpace, path: Path, **run: Any) -> dict:
+    """Encode one file by its modality (image or audio); `run`: device, dtype, strict (see `uti encode`)."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
     from .audio.cli import encode_audio_doc, is_audio_path
 
     if is_audio_path(path):
-        return encode_audio_doc(sp, path)
+        return encode_audio_doc(sp, path, **run)
     from .image.commands import encode_image, is_image_file
 
     if is_image_file(path):
-        ids, meta = encode_image(sp, path)
+        ids, meta = encode_image(sp, path, **run)
         return {**_header(sp, "image"), "ids": ids, "meta": meta}
     raise InputError(f"{path}: unsupported file type {path.suffix!r}")
 

@@ -64,7 +64,7 @@ def load_image(
             with Image.open(path) as im:
                 _check_size(path, im.size, max_pixels, min_side)
                 im.load()
-                is_jpeg = im.format == "JPEG"
+                is_jpeg = im.format in ("JPEG", "MPO")  # MPO: multi-picture JPEG from cameras
                 im = ImageOps.exif_transpose(im)
                 rgb = _to_rgb(im)
     except InputError:

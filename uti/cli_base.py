@@ -22,7 +22,7 @@ def quiet_libraries(verbose: bool = False) -> None:
 
     Set through the environment when transformers is not imported yet (importing it costs a second even for
     `uti space show`), and through its logging API when it is; the environment also reaches child processes
-    (`accelerate launch`). A variable the user set is kept. `verbose` turns both back on.
+    (`accelerate launch`). A variable the user set is kept, unless `verbose`, which turns everything back on.
     """
     if verbose:
         for key in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY"):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from uti.cli_base import ErrorHandlingGroup, emit_json
+from uti.cli_base import DEVICE_OPTION, DTYPES, ErrorHandlingGroup, emit_json, parse_device, parse_dtype
 from uti.io import atomic_write_json
 from uti.space import TokenSpace
 
@@ -47,7 +47,10 @@ def _space(ref: str | None) -> TokenSpace | None:
 @click.option("--audio", type=click.Path(exists=True, dir_okay=False), help="Condition on this audio file.")
 @click.option("--target", type=click.Choice(["text", "image", "audio"]), default="text", show_default=True,
               help="Modality to generate.")
-@click.option("--max-new-tokens", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--max-new-tokens", default=None, type=click.IntRange(1),
+              help="Most IDs to generate. [default: one whole block of --target: image = every view of the "
+                   "layout (154 for tiny), audio = 5 s of frames, text = 256; generation also stops at the "
+                   "block's end marker, text at the base model's end of text]")
 @click.option("--greedy", is_flag=True, help="Greedy decoding instead of sampling.")
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0.0, min_open=True))
 @click.option("--top-k", default=None, type=click.IntRange(1), help="Sample from the k most likely legal IDs.")
@@ -56,17 +59,25 @@ def _space(ref: str | None) -> TokenSpace | None:
 @BASE_OPTION
 @SPACE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def generate(rows_dir: str, prompt: str, image: str | None, audio: str | None, target: str, max_new_tokens: int,
-             greedy: bool, temperature: float, top_k: int | None, seed: int, out_dir: str | None, base: str | None,
-             space_ref: str | None, as_json: bool) -> None:
+@DEVICE_OPTION
+@click.option("--dtype", default=None, type=click.Choice(DTYPES),
+              help="Run the model in this dtype. [default: the checkpoint's]")
+def generate(rows_dir: str, prompt: str, image: str | None, audio: str | None, target: str,
+             max_new_tokens: int | None, greedy: bool, temperature: float, top_k: int | None, seed: int,
+             out_dir: str | None, base: str | None, space_ref: str | None, as_json: bool, device: str,
+             dtype: str | None) -> None:
     """Load base + rows (hashes checked) and generate under the token space's grammar."""
-    from .generate import build_prompt_ids, continued_stream, decode_stream, generate_ids, load_generator
+    from .generate import (base_end_of_text, build_prompt_ids, continued_stream, decode_stream, generate_ids,
+                           load_generator)
 
+    dev = parse_device(device)
     model, space, manifest = load_generator(rows_dir, base=base, space=_space(space_ref))
+    model = model.to(device=dev, dtype=parse_dtype(dtype) if dtype else None)
     prompt_ids = build_prompt_ids(space, prompt, image=image, audio=audio, target=target)
     new = generate_ids(model, space, prompt_ids, max_new_tokens=max_new_tokens, target=target,
                        do_sample=not greedy, temperature=temperature, top_k=top_k, seed=seed)
-    segments = decode_stream(space, continued_stream(space, prompt_ids, new), out_dir)
+    body = new[:-1] if target == "text" and new and new[-1] in base_end_of_text(model, space) else new
+    segments = decode_stream(space, continued_stream(space, prompt_ids, body), out_dir)
     doc = {"token_space": {"name": space.name, "hash": space.hash}, "base_model": manifest.get("base_model"),
            "prompt_ids": prompt_ids, "ids": new, "segments": segments}
     if as_json:

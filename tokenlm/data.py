@@ -10,7 +10,10 @@ Sources are given as a list of paths:
   ``{"audio": "bell.wav", "caption": "..."}`` (tasks a2t / t2a). The media path names a shard item: it is
   matched against the shards' sources by resolved path (relative paths are relative to the JSONL's
   folder), else by file name when that is unique. A record may carry the IDs inline instead
-  (``"image_ids": [...]`` / ``"audio_ids": [...]``, global IDs of the space).
+  (``"image_ids": [...]`` / ``"audio_ids": [...]``, global IDs of the space, as `uti encode --json` prints
+  them). Every line is checked against one schema (`RECORD_KEYS`) before anything is built: unknown keys
+  (listing the valid ones), strings that are not strings, IDs that are not integers (floats, strings,
+  bools, nested lists) are refused with `file:line` in one line; nothing is coerced.
 
 Which sequences a record yields is chosen by `tasks` (e.g. ("i2t",) makes only image-to-caption
 sequences from image records). Order is deterministic: records in file order, sequences shuffled by
@@ -19,6 +22,7 @@ sequences from image records). Order is deterministic: records in file order, se
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +35,7 @@ from uti.io import read_jsonl
 from uti.sequence import IGNORE_INDEX, TASKS, PackedRow, TokenSequence, build_sequence, pack
 from uti.space import TokenSpace
 
-__all__ = ["Record", "read_records", "load_shard_items", "build_sequences", "build_rows", "collate",
+__all__ = ["Record", "RECORD_KEYS", "read_records", "load_shard_items", "build_sequences", "build_rows", "collate",
            "split_records", "label_count", "DataError"]
 
 _MEDIA = {"image": ("i2t", "t2i"), "audio": ("a2t", "t2a")}
@@ -53,21 +57,66 @@ class Record:
     where: str = ""  # file:line, for error messages
 
 
+#: the record schema: key -> what its value must be. A record is {"text"}, or a caption with exactly one of
+#: image / image_ids / audio / audio_ids.
+RECORD_KEYS = {"text": "a string", "caption": "a string", "image": "a media file path (string)",
+               "audio": "a media file path (string)", "image_ids": "a list of integer IDs",
+               "audio_ids": "a list of integer IDs"}
+_MAX_ID = 2**31  # global IDs are small non-negative integers; anything larger is not an ID of any space
+_SHAPES = ('{"text": str}, {"image": path, "caption": str}, {"image_ids": [int, ...], "caption": str}, '
+           'or the same with audio/audio_ids')
+
+
+def _brief(value: Any) -> str:
+    """A short JSON rendering of a bad value for an error message (never fails, never long)."""
+    if isinstance(value, int) and not isinstance(value, bool) and not -_MAX_ID < value < _MAX_ID:
+        return "an integer out of range"
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):  # NaN is fine for json.dumps; this is only for safety
+        return type(value).__name__
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_value(key: str, value: Any, where: str) -> None:
+    """Refuse a value of the wrong type in one line (no coercion: 1.0, "5" and true are not IDs)."""
+    if key.endswith("_ids"):
+        if not isinstance(value, list) or not value:
+            raise DataError(f"{where}: \"{key}\" must be a non-empty list of integer IDs, got "
+                            f"{type(value).__name__ if value != [] else 'an empty list'}")
+        for n, i in enumerate(value):
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < _MAX_ID:
+                raise DataError(f"{where}: \"{key}\"[{n}] is {_brief(i)}; IDs are integers in [0, 2^31) "
+                                "(global IDs of the token space, as `uti encode --json` prints them)")
+    elif not isinstance(value, str) or (key in _MEDIA and not value):
+        raise DataError(f"{where}: \"{key}\" must be {RECORD_KEYS[key]}, got {_brief(value)}")
+
+
 def _record(obj: Any, where: str, base: Path) -> Record:
+    """One JSONL object checked against the record schema (`RECORD_KEYS`), media paths resolved against `base`."""
     if not isinstance(obj, dict):
-        raise DataError(f"{where}: expected a JSON object like {{\"text\": ...}} or {{\"image\": ..., \"caption\": ...}}")
+        raise DataError(f"{where}: expected a JSON object: {_SHAPES}")
+    unknown = sorted(set(obj) - set(RECORD_KEYS))
+    if unknown:
+        raise DataError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(RECORD_KEYS)}")
+    for key, value in obj.items():
+        _check_value(key, value, where)
     if "text" in obj:
-        if not isinstance(obj["text"], str) or set(obj) != {"text"}:
+        if set(obj) != {"text"}:
             raise DataError(f"{where}: a text record is {{\"text\": str}} and nothing else, got keys {sorted(obj)}")
         return Record(text=obj["text"], where=where)
-    kinds = [m for m in _MEDIA if m in obj or f"{m}_ids" in obj]
-    if len(kinds) != 1 or not isinstance(obj.get("caption"), str):
-        raise DataError(f"{where}: expected exactly one of image/audio (or image_ids/audio_ids) plus a \"caption\" "
-                        f"string; got keys {sorted(obj)}")
-    m = kinds[0]
-    if f"{m}_ids" in obj:
-        return Record(caption=obj["caption"], modality=m, ids=tuple(int(i) for i in obj[f"{m}_ids"]), where=where)
-    return Record(caption=obj["caption"], modality=m, media=str((base / obj[m]).resolve()), where=where)
+    media = [k for k in obj if k != "caption"]
+    if len(media) != 1 or "caption" not in obj:
+        raise DataError(f"{where}: expected {_SHAPES}; got keys {sorted(obj)}")
+    key = media[0]
+    m = key.removesuffix("_ids")
+    if key.endswith("_ids"):
+        return Record(caption=obj["caption"], modality=m, ids=tuple(obj[key]), where=where)
+    try:
+        media_path = str((base / obj[key]).resolve())
+    except (OSError, ValueError):  # a NUL byte, a path too long for the OS
+        raise DataError(f"{where}: \"{key}\" is not a usable file path: {_brief(obj[key])}") from None
+    return Record(caption=obj["caption"], modality=m, media=media_path, where=where)
 
 
 def read_records(path: str | Path) -> list[Record]:
@@ -118,14 +167,15 @@ def build_sequences(records: Sequence[Record], space: TokenSpace, tasks: Sequenc
     for rec in records:
         if rec.text is not None:
             if "text" in tasks:
-                out.append(build_sequence(space, "text", target=text.encode(rec.text)))
+                out.append(build_sequence(space, "text", target=text.encode(rec.text), source=rec.where))
             continue
         media, caption = _media_ids(rec, items, by_name), text.encode(rec.caption)
+        source = rec.where + (f" ({rec.modality} {rec.media})" if rec.media else "")
         to_text, from_text = _MEDIA[rec.modality]
         if to_text in tasks:
-            out.append(build_sequence(space, to_text, target=caption, condition=media))
+            out.append(build_sequence(space, to_text, target=caption, condition=media, source=source))
         if from_text in tasks:
-            out.append(build_sequence(space, from_text, target=media, condition=caption))
+            out.append(build_sequence(space, from_text, target=media, condition=caption, source=source))
     return out
 
 

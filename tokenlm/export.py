@@ -10,6 +10,13 @@ the patched model's.
 The grown tokenizer is the base tokenizer plus, at their exact IDs: filler tokens `<|unused_i|>` for
 base IDs the tokenizer does not use (Qwen3's config.vocab_size exceeds len(tokenizer)), the space's
 specials (special tokens), image codes `<|img_i|>` and audio codes `<|aud_q_c|>` (level q, code c).
+
+Prompt format (as for `tokenlm generate`, see `uti.sequence.build_prompt`): `[condition block] <|gen_X|>
+<|X_start|>`, e.g. `<|text_start|>a red square<|text_end|><|gen_image|><|image_start|>` for an image, or an
+encoded image block then `<|gen_text|><|text_start|>` for a caption; the model continues up to `<|X_end|>`,
+which a caller passes as `eos_token_id`. Plain `generate()` does not enforce the grammar: pass
+`tokenlm.constraints.TokenSpaceLogitsProcessor(TokenSpace.load(OUT / "token_space.json"))` or use the
+ranges of `tokenlm rules`. The README shows a complete example.
 """
 
 from __future__ import annotations

@@ -25,11 +25,14 @@ from .constraints import TokenSpaceLogitsProcessor
 from .model import load_base
 
 __all__ = ["load_generator", "resolve_base", "build_prompt_ids", "generate_ids", "split_stream", "decode_stream",
-           "TARGETS", "text_vocab_size",
-           "continued_stream"]
+           "TARGETS", "text_vocab_size", "continued_stream", "default_max_new_tokens", "end_ids", "base_end_of_text",
+           "DEFAULT_TEXT_TOKENS", "DEFAULT_AUDIO_SECONDS"]
 
 TARGETS = ("text", "image", "audio")
 _END = {"text": S.TEXT_END, "image": S.IMAGE_END, "audio": S.AUDIO_END}
+DEFAULT_TEXT_TOKENS = 256  # a caption or a few sentences; generation also stops at the end of text
+DEFAULT_AUDIO_SECONDS = 5.0  # audio blocks may close after any whole frame; 5 s is the default budget
+_END_OF_TEXT_TOKENS = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>")  # tokenizer fallbacks, in this order
 
 
 def resolve_base(space: TokenSpace, manifest: dict, base: str | None = None) -> str:
@@ -111,24 +114,117 @@ def text_vocab_size(space: TokenSpace) -> int | None:
         return None
 
 
+def default_max_new_tokens(space: TokenSpace, target: str, prompt_len: int = 0,
+                           max_positions: int | None = None) -> int:
+    """New IDs that finish one block of `target` after a prompt that ends on the block's opener.
+
+    image: every view of the layout, each a view marker and P codes, then `<|image_end|>` (tiny: 9 x (1 + 16)
+    + 1 = 154, 155 with the opener); audio: `DEFAULT_AUDIO_SECONDS` of frames, K levels each (plus K - 1 steps
+    for the delay order), then `<|audio_end|>`; text: `DEFAULT_TEXT_TOKENS`. Capped so prompt and output fit
+    the model's `max_positions`.
+    """
+    from .constraints import codes_per_view
+
+    if target == "image":
+        layout = space.abi["image"]["layout"]
+        views = int(layout["num_tiles"]) + int(bool(layout.get("global_view", True)))
+        n = views * (1 + codes_per_view(space.abi["image"])) + 1
+    elif target == "audio":
+        audio = space.abi["audio"]
+        k = int(audio["num_codebooks"])
+        frames = round(DEFAULT_AUDIO_SECONDS * float(audio["frame_rate"]))
+        n = (frames + (k - 1 if audio.get("order") == "delay" else 0)) * k + 1
+    else:
+        n = DEFAULT_TEXT_TOKENS
+    if max_positions is not None:
+        n = min(n, max(1, int(max_positions) - prompt_len))
+    return n
+
+
+def base_end_of_text(model: nn.Module, space: TokenSpace) -> list[int]:
+    """The base model's end-of-text IDs: its generation config's or config's `eos_token_id`, else (a config
+    that names none, like the tiny LM's) the tokenizer's own end-of-text token (`<|endoftext|>`, ...)."""
+    for cfg in (getattr(model, "generation_config", None), getattr(model, "config", None)):
+        eos = getattr(cfg, "eos_token_id", None)
+        if eos is not None:
+            return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+    from uti.text import TextCodec
+
+    try:
+        tok = TextCodec.from_space(space).tokenizer
+    except UTIError:
+        return []
+    for name in _END_OF_TEXT_TOKENS:
+        i = tok.token_to_id(name)
+        if i is not None and i in space.ranges["text"]:
+            return [int(i)]
+    return []
+
+
+def end_ids(model: nn.Module, space: TokenSpace, target: str) -> list[int]:
+    """IDs that end generation of `target`: its block's end marker, and for text the base model's end of text."""
+    eos = [space.special_id(_END[target])]
+    return eos + (base_end_of_text(model, space) if target == "text" else [])
+
+
+class _CloseAudioBlock:
+    """A logits processor that closes the audio block after the whole frames that `max_new_tokens` allows.
+
+    The grammar lets an audio block end after any whole frame but never makes it end, so a budget would cut
+    the block off inside a frame. At new-token index `close_at` this keeps only the closing token:
+    `<|audio_end|>` (frame_major) or the level-0 `<|pad|>` that ends the frames (delay; the grammar then
+    forces the trailing fillers and the end marker). A token the grammar forbids there is never forced.
+    """
+
+    def __init__(self, prompt_len: int, close_at: int, token: int) -> None:
+        self.prompt_len, self.close_at, self.token = prompt_len, close_at, token
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] - self.prompt_len != self.close_at:
+            return scores
+        keep = scores[:, self.token].clone()  # (B,)
+        legal = torch.isfinite(keep)
+        forced = torch.full_like(scores, float("-inf"))
+        forced[:, self.token] = keep
+        return torch.where(legal[:, None], forced, scores)
+
+
+def _audio_closer(space: TokenSpace, prompt: Sequence[int], max_new_tokens: int) -> _CloseAudioBlock | None:
+    """The `_CloseAudioBlock` for an audio target whose prompt ends on `<|audio_start|>`, or None."""
+    if not prompt or int(prompt[-1]) != space.special_id(S.AUDIO_START):
+        return None
+    audio = space.abi["audio"]
+    k = int(audio["num_codebooks"])
+    delay = audio.get("order") == "delay"
+    frames = (max_new_tokens - 1) // k - (k - 1 if delay else 0)
+    if frames < 1:
+        return None
+    return _CloseAudioBlock(len(prompt), frames * k, space.special_id(S.PAD if delay else S.AUDIO_END))
+
+
 @torch.no_grad()
-def generate_ids(model: nn.Module, space: TokenSpace, prompt: Sequence[int], max_new_tokens: int = 64,
+def generate_ids(model: nn.Module, space: TokenSpace, prompt: Sequence[int], max_new_tokens: int | None = None,
                  target: str = "text", do_sample: bool = True, temperature: float = 1.0, top_k: int | None = None,
                  seed: int = 0) -> list[int]:
-    """New IDs after `prompt`, every one legal under the space's grammar; stops at the target's end marker."""
+    """New IDs after `prompt`, every one legal under the space's grammar; stops at the target's end marker
+    (text: also at the base model's end of text). `max_new_tokens` defaults to one whole block of `target`
+    (`default_max_new_tokens`). The prompt goes to the model's device."""
     from transformers import LogitsProcessorList
 
     torch.manual_seed(seed)
-    ids = torch.tensor([list(prompt)], dtype=torch.long)
-    eos = [space.special_id(_END[target])]
-    base_eos = model.generation_config.eos_token_id
-    if target == "text" and base_eos is not None:
-        eos += [int(e) for e in (base_eos if isinstance(base_eos, list) else [base_eos])]
-    processor = TokenSpaceLogitsProcessor(space, text_vocab_size(space))
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(prompt)], dtype=torch.long, device=device)
+    if max_new_tokens is None:
+        max_new_tokens = default_max_new_tokens(space, target, len(prompt),
+                                                getattr(model.config, "max_position_embeddings", None))
+    eos = end_ids(model, space, target)
+    processors = [TokenSpaceLogitsProcessor(space, text_vocab_size(space))]
+    closer = _audio_closer(space, prompt, max_new_tokens) if target == "audio" else None
+    processors += [closer] if closer is not None else []
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                          do_sample=do_sample, temperature=temperature if do_sample else None,
                          top_k=top_k if do_sample else None, top_p=None,
-                         logits_processor=LogitsProcessorList([processor]),
+                         logits_processor=LogitsProcessorList(processors),
                          eos_token_id=eos, pad_token_id=space.special_id(S.PAD))
     return out[0, ids.shape[1]:].tolist()
 

@@ -27,10 +27,10 @@ _SIMPLE = ("stage", "space", "base", "steps", "batch_size", "grad_accum", "max_l
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML/JSON file of TrainConfig keys; command-line options override it.")
 @click.option("--data", multiple=True,
-              help="JSONL record file or uti-encode shard folder (repeatable). [required, or `data:` in --config]")
+              help="JSONL record file or uti-encode shard folder (repeatable). [required unless --config has data:]")
 @click.option("--eval-data", multiple=True, help="Held-out JSONL record file (repeatable).")
 @click.option("--out", help="Output folder (rows checkpoint, checkpoints/, train_result.json). "
-              "[required, or `out:` in --config]")
+              "[required unless --config has out:]")
 @click.option("--stage", type=click.Choice(["rows", "lora", "full"]), help="What trains. [default: rows]")
 @click.option("--space", help="Token space name or path. [default: tiny]")
 @click.option("--base", help="Base model hub id or folder. [default: the space's base_model asset]")
@@ -39,7 +39,7 @@ _SIMPLE = ("stage", "space", "base", "steps", "batch_size", "grad_accum", "max_l
 @click.option("--steps", type=click.IntRange(1), help="Optimizer steps. [default: 100]")
 @click.option("--batch-size", type=click.IntRange(1), help="Rows per process per micro-batch. [default: 8]")
 @click.option("--grad-accum", type=click.IntRange(1), help="Micro-batches per step. [default: 1]")
-@click.option("--max-len", type=click.IntRange(2), help="Packing length in tokens. [default: 512]")
+@click.option("--max-len", type=click.IntRange(2), help="Packing length in tokens. [default: 2048]")
 @click.option("--lr", type=float, help="Peak learning rate. [default: 1e-3]")
 @click.option("--schedule", type=click.Choice(["constant", "cosine"]), help="LR schedule. [default: cosine]")
 @click.option("--warmup-steps", type=click.IntRange(0), help="Linear warmup steps. [default: 0]")

@@ -13,11 +13,12 @@ failed check, reported as one `BAD` line) or some batch inputs fail, 2 on bad in
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 from click.core import ParameterSource
 
-from .cli_base import ErrorHandlingGroup, emit_json
+from .cli_base import DEVICE_OPTION, DTYPE_OPTION, ErrorHandlingGroup, emit_json, parse_device, parse_dtype
 from .document import EncodedDocument, document_space, read_document, write_document
 from .errors import InputError, TokenRangeError, UTIError
 from .space import DEFAULT_SPACE, TokenSpace
@@ -121,8 +122,11 @@ def encode_text(sp: TokenSpace, text: str) -> EncodedDocument:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Batch mode: files encoded concurrently (threads; overlaps decoding/E2P with a GPU tower).")
 @ALLOW_UNPINNED_OPTION
+@DEVICE_OPTION
+@DTYPE_OPTION
+@click.option("--strict", is_flag=True, help="Refuse inputs the decoder had to repair (e.g. a corrupt JPEG).")
 def encode(path: str | None, text: str | None, space_ref: str, out: str | None, as_json: bool, part: str,
-           shard_size: int, workers: int, allow_unpinned: bool) -> None:
+           shard_size: int, workers: int, allow_unpinned: bool, device: str, dtype: str, strict: bool) -> None:
     """Encode text (--text) or a file (image, audio) into token-space IDs.
 
     Batch mode: PATH is a folder or a .jsonl manifest and --out a folder of sharded safetensors.
@@ -131,19 +135,20 @@ def encode(path: str | None, text: str | None, space_ref: str, out: str | None, 
         raise InputError("give exactly one of PATH or --text")
     sp = TokenSpace.load(space_ref)
     sp.allow_unpinned = allow_unpinned
+    run = {"device": parse_device(device), "dtype": parse_dtype(dtype), "strict": strict}  # codec placement
     if path is not None and (Path(path).is_dir() or path.endswith(".jsonl")):
-        return encode_batch(sp, Path(path), out, part, shard_size, as_json, workers)
-    doc = encode_text(sp, text) if text is not None else encode_file(sp, Path(path))
+        return encode_batch(sp, Path(path), out, part, shard_size, as_json, workers, **run)
+    doc = encode_text(sp, text) if text is not None else encode_file(sp, Path(path), **run)
     _emit(doc, out, as_json)
 
 
 def encode_batch(sp: TokenSpace, source: Path, out: str | None, part: str, shard_size: int, as_json: bool,
-                 workers: int = 1) -> None:
+                 workers: int = 1, **run: Any) -> None:
     """Batch mode of `uti encode`: inputs -> shards in OUT, a progress bar and a summary (see uti.batch).
 
     Exits 1 when some inputs failed (they are listed, and a rerun retries them). Every encoder the part needs
     is built here, in the main thread, before any worker thread starts: building one (transformers' lazy
-    imports, model loading) is not thread-safe, while encoding with a built one is.
+    imports, model loading) is not thread-safe, while encoding with a built one is. `run`: device, dtype, strict.
     """
     import sys
 
@@ -161,7 +166,7 @@ def encode_batch(sp: TokenSpace, source: Path, out: str | None, part: str, shard
 
     paths = list_inputs(source, IMAGE_EXTENSIONS + AUDIO_SUFFIXES)
     build = {"audio": audio_encoder, "image": image_encoder}
-    encoders = {k: build[k](sp) for k in sorted({kind(p) for p in select_part(paths, part_)})}
+    encoders = {k: build[k](sp, **run) for k in sorted({kind(p) for p in select_part(paths, part_)})}
 
     def encode_one(p: str) -> tuple[list[int], dict]:
         return encoders[kind(p)](p)
@@ -183,18 +188,18 @@ def encode_batch(sp: TokenSpace, source: Path, out: str | None, part: str, shard
         raise SystemExit(1)
 
 
-def encode_file(sp: TokenSpace, path: Path) -> EncodedDocument:
-    """Encode one file by its modality (image or audio)."""
+def encode_file(sp: TokenSpace, path: Path, **run: Any) -> EncodedDocument:
+    """Encode one file by its modality (image or audio); `run`: device, dtype, strict (see `uti encode`)."""
     if not path.exists():
         raise InputError(f"{path}: no such file")
     from .audio.cli import encode_audio_doc, is_audio_path
 
     if is_audio_path(path):
-        return encode_audio_doc(sp, path)
+        return encode_audio_doc(sp, path, **run)
     from .image.commands import encode_image, is_image_file
 
     if is_image_file(path):
-        ids, meta = encode_image(sp, path)
+        ids, meta = encode_image(sp, path, **run)
         return EncodedDocument.for_space(sp, "image", ids, meta)
     raise InputError(f"{path}: unsupported file type {path.suffix!r}")
 

@@ -15,6 +15,7 @@ __all__ = [
     "TokenRangeError",
     "MissingAssetError",
     "InputError",
+    "UTIWarning",
 ]
 
 
@@ -49,3 +50,8 @@ class MissingAssetError(UTIError, FileNotFoundError):
 
 class InputError(UTIError, ValueError):
     """A user input file (image, audio, JSON) cannot be read or is not acceptable."""
+
+
+class UTIWarning(UserWarning):
+    """Something was accepted but may be wrong (e.g. a JPEG the decoder repaired); the CLIs print one
+    `warning: <line>` on stderr."""

@@ -113,6 +113,7 @@ class TokenSequence:
     input_ids: tuple[int, ...]
     labels: tuple[int, ...]
     task: str
+    source: str = ""  # where it came from (e.g. "data.jsonl:7 (audio bell.wav)"), for error messages
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -191,12 +192,13 @@ def _condition(space: SpaceLike, task: str, cond_mod: str | None, condition: Seq
     return _block(space, cond_mod, condition, "condition")
 
 
-def build_sequence(space: SpaceLike, task: str, target: Seq[int], condition: Seq[int] | None = None) -> TokenSequence:
+def build_sequence(space: SpaceLike, task: str, target: Seq[int], condition: Seq[int] | None = None,
+                   source: str = "") -> TokenSequence:
     """Build one sequence of `task` from global IDs; labels cover the target block only (see module doc).
 
     target: the target modality's content IDs (caption text IDs for i2t/a2t/text, image IDs for t2i,
     audio IDs for t2a). condition: the conditioning content (image/audio IDs for i2t/a2t, prompt text IDs
-    for t2i/t2a; none for text).
+    for t2i/t2a; none for text). source: where the data came from, named by packing errors.
     """
     cond_mod, target_mod = _task(task)
     head = _condition(space, task, cond_mod, condition)
@@ -206,6 +208,7 @@ def build_sequence(space: SpaceLike, task: str, target: Seq[int], condition: Seq
         input_ids=tuple(head + tail),
         labels=tuple([IGNORE_INDEX] * len(head) + tail),
         task=task,
+        source=source,
     )
 
 
@@ -239,7 +242,8 @@ def pack(seqs: Seq[TokenSequence], max_len: int, pad_id: int) -> list[PackedRow]
     for k, s in enumerate(seqs):
         if len(s) > max_len:
             raise SequenceTooLongError(
-                f"sequence {k} ({s.task}) has {len(s)} tokens, more than max_len={max_len}; raise max_len"
+                f"{s.source or f'sequence {k}'}: the {s.task} sequence has {len(s)} tokens, more than "
+                f"max_len={max_len}; raise max_len to at least {len(s)} (`tokenlm train --max-len {len(s)}`)"
             )
         if used + len(s) > max_len:
             rows.append(pad_row(current, max_len, pad_id))

@@ -26,11 +26,16 @@ def is_audio_path(path: Path) -> bool:
     return path.suffix.lower() in AUDIO_SUFFIXES
 
 
-def audio_encoder(space) -> Callable[[str], tuple[list[int], dict[str, Any]]]:
-    """`encode_one(path) -> (global IDs, meta)` for `uti.batch.run_batch`; the codec is loaded once."""
+def audio_encoder(space, device: Any = "cpu", dtype: Any = None,
+                  strict: bool = False) -> Callable[[str], tuple[list[int], dict[str, Any]]]:
+    """`encode_one(path) -> (global IDs, meta)` for `uti.batch.run_batch`; the codec is loaded once, on
+    `device` in `dtype` (default float32). `strict` is accepted for symmetry with images: audio files
+    that need repairs are always refused."""
+    import torch
+
     from .codec import AudioCodec
 
-    codec = AudioCodec.from_space(space)
+    codec = AudioCodec.from_space(space, device=device, dtype=dtype or torch.float32)
 
     def encode_one(path: str) -> tuple[list[int], dict[str, Any]]:
         enc = codec.encode_file(path)
@@ -39,9 +44,9 @@ def audio_encoder(space) -> Callable[[str], tuple[list[int], dict[str, Any]]]:
     return encode_one
 
 
-def encode_audio_doc(space, path: Path) -> EncodedDocument:
-    """The `uti encode FILE --json` document of one audio file."""
-    ids, meta = audio_encoder(space)(str(path))
+def encode_audio_doc(space, path: Path, **run: Any) -> EncodedDocument:
+    """The `uti encode FILE --json` document of one audio file (`run`: see `audio_encoder`)."""
+    ids, meta = audio_encoder(space, **run)(str(path))
     return EncodedDocument.for_space(space, "audio", ids, {**meta, "source": Path(path).name})
 
 

@@ -106,15 +106,20 @@ class AudioCodec:
     # construction ---------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, config: AudioConfig | None = None,
-                        name: str | None = None) -> AudioCodec:
-        """Load an HF-format model of `config.codec` (hub id or local folder); pin its weights by content hash."""
+                        name: str | None = None, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32) -> AudioCodec:
+        """Load an HF-format model of `config.codec` (hub id or local folder); pin its weights by content hash.
+
+        `device`/`dtype` place the model (the waveform follows it; codes always come back as CPU longs).
+        Reduced precision may change codes near a quantiser boundary: the reference codes are float32's.
+        """
         config = config or AudioConfig()
-        model = BACKENDS[config.codec].load(name_or_path)
+        model = BACKENDS[config.codec].load(name_or_path).to(device=device, dtype=dtype)
         weights_hash = hash_safetensors(encodec_weights_dir(name_or_path))
         return cls(model, config, config.name or name or _default_name(name_or_path), weights_hash)
 
     @classmethod
-    def from_space(cls, space) -> AudioCodec:
+    def from_space(cls, space, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> AudioCodec:
         """The codec a token space names (asset "audio_codec"), checked against its ABI section."""
         section = space.abi.get("audio")
         if section is None:
@@ -132,7 +137,7 @@ class AudioCodec:
                   else {"num_quantizers": section["num_codebooks"]})
         config = AudioConfig(codec=section["codec"], name=section["model"], order=section["order"],
                              chunk_frames=section["chunk_frames"], **levels)
-        codec = cls.from_pretrained(ref, config)
+        codec = cls.from_pretrained(ref, config, device=device, dtype=dtype)
         codec.space = space
         space.check_asset("audio_codec", codec.weights_hash)  # the one pin check (uti.assets.check_pin)
         diff = identity_diff(section, codec.abi(), ignore=frozenset({"model"}))
@@ -154,12 +159,14 @@ class AudioCodec:
 
     # codes ------------------------------------------------------------------------------------------
     def encode_chunk(self, wav: torch.Tensor) -> torch.Tensor:
-        """One chunk [channels, n] at the codec rate -> codes [K, ceil(n / hop)] (transformers' encode)."""
-        return self.backend.encode(self.model, wav, self.num_codebooks, self.config)
+        """One chunk [channels, n] at the codec rate -> codes [K, ceil(n / hop)] on the CPU (transformers' encode)."""
+        p = next(self.model.parameters())
+        return self.backend.encode(self.model, wav.to(p.device, p.dtype), self.num_codebooks, self.config).cpu()
 
     def decode_chunk(self, codes: torch.Tensor) -> torch.Tensor:
-        """Codes [K, f] -> waveform [channels, f * hop] (transformers' decode)."""
-        return self.backend.decode(self.model, codes)
+        """Codes [K, f] -> float32 waveform [channels, f * hop] on the CPU (transformers' decode)."""
+        device = next(self.model.parameters()).device
+        return self.backend.decode(self.model, codes.to(device)).float().cpu()
 
     def encode_blocks(self, blocks: Iterable[np.ndarray], where: str = "input") -> Encoded:
         """Encode blocks [n_i, channels] at the codec rate, chunk by chunk (bounded memory)."""

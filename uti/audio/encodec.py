@@ -50,9 +50,9 @@ def _quiet_transformers() -> None:
 def load_pretrained_codec(model_cls: type, name_or_path: str | Path, label: str, hint: str):
     """`model_cls.from_pretrained` in eval mode (float32, CPU), with one-line errors for a missing model.
 
-    `label` names the codec in messages ("EnCodec", "Mimi"); `hint` says where to get it.
+    `label` names the codec in messages ("EnCodec", "Mimi"); `hint` says where to get it. Progress bars and
+    log lines follow transformers' settings (the CLIs silence them unless `--verbose`, see `uti.cli_base`).
     """
-    _quiet_transformers()
     if isinstance(name_or_path, Path) and not name_or_path.exists():
         raise MissingAssetError(f"{label} folder {name_or_path} does not exist")
     try:

@@ -14,6 +14,7 @@ from ..errors import InputError
 from ..io import atomic_save_safetensors
 from .codec import IMAGE_EXTENSIONS, ImageCodec, decode_codes, from_ids, to_ids
 from .layout import Layout
+from .load import load_image
 from .vq import Codebook
 
 __all__ = ["codebook", "decode_image", "decode_image_doc", "encode_image", "image_encoder", "is_image_file"]
@@ -33,22 +34,30 @@ def is_image_file(path: Path) -> bool:
 
 
 @lru_cache(maxsize=4)
-def _codec(space: Any) -> ImageCodec:
-    return ImageCodec.from_space(space)
+def _codec(space: Any, device: Any = "cpu", dtype: Any = None) -> ImageCodec:
+    import torch
+
+    return ImageCodec.from_space(space, device=device, dtype=dtype or torch.float32)
 
 
-def image_encoder(space: Any) -> Callable[[str], tuple[list[int], dict[str, Any]]]:
+def image_encoder(space: Any, device: Any = "cpu", dtype: Any = None,
+                  strict: bool = False) -> Callable[[str], tuple[list[int], dict[str, Any]]]:
     """`path -> (global ids, meta)` with the space's image codec loaded once (for batch mode).
 
     The codec is built now, in the caller's thread: building it lazily inside batch worker threads races.
     """
-    _codec(space)
-    return lambda path: encode_image(space, Path(path))
+    _codec(space, device, dtype)
+    return lambda path: encode_image(space, Path(path), device, dtype, strict)
 
 
-def encode_image(space: Any, path: Path) -> tuple[list[int], dict[str, Any]]:
-    """One image file -> global IDs (wrapped in image/view specials) and its metadata."""
-    encoded = _codec(space).encode(path)
+def encode_image(space: Any, path: Path, device: Any = "cpu", dtype: Any = None,
+                 strict: bool = False) -> tuple[list[int], dict[str, Any]]:
+    """One image file -> global IDs (wrapped in image/view specials) and its metadata.
+
+    The tower runs on `device` in `dtype` (default float32); `strict` refuses a JPEG the decoder repaired.
+    """
+    codec = _codec(space, device, dtype)
+    encoded = codec.encode(load_image(path, strict=strict))
     return to_ids(encoded, space), encoded.meta
 
 

@@ -10,6 +10,7 @@ seam continues on the other side and one that encloses a pole runs along the who
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import math
 from pathlib import Path
 
@@ -19,11 +20,12 @@ import numpy as np
 
 from ..errors import InputError
 from ..io import atomic_write_bytes
+from ..space import DEFAULT_SPACE
 from .e2p import _lonlat, _rays, is_panorama, render_views
 from .layout import Layout, View
 from .load import load_image
 
-__all__ = ["draw_views", "footprint", "show_command"]
+__all__ = ["draw_views", "footprint", "show_command", "space_layout"]
 
 _PANO_WIDTH = 1536  # pixels of the drawn panorama (smaller inputs are not enlarged)
 _THUMB = 192  # pixels of a drawn view (smaller tiles are not enlarged)
@@ -121,6 +123,18 @@ def _views_grid(
     return out
 
 
+def space_layout(space_ref: str) -> tuple[Layout, int]:
+    """(layout, antialias) of a token space's image section; a space without images is a one-line error."""
+    from ..space import TokenSpace
+
+    sp = TokenSpace.load(space_ref)
+    if "image" not in sp.abi:
+        raise InputError(f"token space {sp.name!r} has no image section, so no layout to draw; pick a space with "
+                         "images (--space)")
+    section = sp.abi["image"]
+    return Layout.from_abi(section["layout"]), int(section.get("antialias", 1))
+
+
 def _parse_pitches(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(p) for p in text.split(",") if p.strip())
@@ -132,23 +146,31 @@ def _parse_pitches(text: str) -> tuple[float, ...]:
 @click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="PNG file to write (atomically).")
-@click.option("--fov", type=float, default=Layout.fov, show_default=True, help="Field of view of each tile, degrees.")
-@click.option("--overlap", type=float, default=Layout.overlap, show_default=True,
-              help="Fraction of a tile shared with its neighbour in a row.")
-@click.option("--pitches", default="0", show_default=True, help="Comma-separated pitch of each tile row, degrees.")
-@click.option("--tile-size", type=int, default=Layout.tile_size, show_default=True, help="Pixels per tile side.")
-@click.option("--grid", type=click.Choice(["centers", "edges"]), default="centers", show_default=True,
-              help="Pixel-centre convention of the tiles.")
+@click.option("--space", "space_ref", default=DEFAULT_SPACE, show_default=True,
+              help="Token space whose image layout (and antialiasing) is drawn: a name or a token_space.json path.")
+@click.option("--fov", type=float, help="Override the space's field of view of each tile, degrees.")
+@click.option("--overlap", type=float, help="Override the space's fraction of a tile shared with its neighbour.")
+@click.option("--pitches", help="Override the space's tile rows: comma-separated pitches, degrees.")
+@click.option("--tile-size", type=int, help="Override the space's pixels per tile side.")
+@click.option("--grid", type=click.Choice(["centers", "edges"]), help="Override the space's pixel-centre convention.")
 @click.option("--no-global", is_flag=True, help="Leave out the global view.")
-@click.option("--antialias", type=int, default=1, show_default=True, help="Supersampling factor per axis.")
+@click.option("--antialias", type=click.IntRange(1), help="Override the space's supersampling factor per axis.")
 @click.option("--json", "as_json", is_flag=True, help="Print the layout and views as JSON.")
-def show_command(image: Path, out: Path, fov: float, overlap: float, pitches: str, tile_size: int, grid: str,
-                 no_global: bool, antialias: int, as_json: bool) -> None:
-    """Draw the E2P tile footprints of panorama IMAGE and the rendered views into a PNG."""
+def show_command(image: Path, out: Path, space_ref: str, fov: float | None, overlap: float | None,
+                 pitches: str | None, tile_size: int | None, grid: str | None, no_global: bool,
+                 antialias: int | None, as_json: bool) -> None:
+    """Draw the E2P tile footprints of panorama IMAGE and the rendered views into a PNG.
+
+    The layout is the token space's (`--space`, default the tiny space), so the picture shows exactly the
+    views `uti encode --space` tokenises; the layout options override single fields of it.
+    """
     from ..cli_base import emit_json
 
-    layout = Layout(fov=fov, overlap=overlap, pitches=_parse_pitches(pitches), tile_size=tile_size,
-                    global_view=not no_global, grid=grid)
+    layout, space_antialias = space_layout(space_ref)
+    given = {"fov": fov, "overlap": overlap, "tile_size": tile_size, "grid": grid,
+             "pitches": None if pitches is None else _parse_pitches(pitches), "global_view": False if no_global else None}
+    layout = dataclasses.replace(layout, **{k: v for k, v in given.items() if v is not None})  # checks again
+    antialias = space_antialias if antialias is None else antialias
     pano = load_image(image)
     if not is_panorama(*pano.shape[:2]):
         raise InputError(f"{image}: {pano.shape[1]}x{pano.shape[0]} is not a 2:1 equirectangular panorama;"

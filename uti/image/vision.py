@@ -72,19 +72,6 @@ def _preprocessor(folder: Path) -> dict[str, Any]:
     return json.loads(file.read_text()) if file.is_file() else {}
 
 
-def _quiet_load(model_cls: Any, folder: Path, dtype: torch.dtype) -> torch.nn.Module:
-    """`from_pretrained` without transformers' per-load progress bars (they would clutter CLI output)."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        return model_cls.from_pretrained(folder, dtype=dtype)
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 @dataclass
 class VisionTower:
     """A loaded SigLIP-family vision tower with its preprocessing and identity.
@@ -141,7 +128,7 @@ class VisionTower:
             )
         naflex = model_type in _NAFLEX_TYPES
         model_cls = Siglip2VisionModel if naflex else SiglipVisionModel
-        model = _quiet_load(model_cls, folder, dtype).to(device).eval()
+        model = model_cls.from_pretrained(folder, dtype=dtype).to(device).eval()  # bars: see uti.cli_base
         cfg, pre = model.config, _preprocessor(folder)
         patch = int(cfg.patch_size)
         if naflex:

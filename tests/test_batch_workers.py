@@ -26,7 +26,7 @@ def test_encoders_are_built_in_the_main_thread(tmp_path, monkeypatch):
     built = []
 
     def factory(kind):
-        def build(space):
+        def build(space, **run):
             built.append((kind, threading.current_thread() is threading.main_thread()))
             return lambda path: ([space.special_id("<|image_start|>")], {"kind": kind})
         return build

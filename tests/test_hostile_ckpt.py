@@ -31,7 +31,9 @@ def good(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("hostile_ckpt")
     tiny_qwen3().save_pretrained(root / "base")
     tokenizer = Path(__file__).resolve().parent.parent / "token_spaces" / "tiny" / "tokenizer.json"
-    space = TokenSpace.from_abi(tiny_space().abi, name="test", assets={"tokenizer": str(tokenizer)})
+    shutil.copy(tokenizer, root / "tokenizer.json")  # a space names only files inside its folder
+    abi = {**tiny_space().abi, "text": TokenSpace.load("tiny").abi["text"]}  # the tokenizer above, pinned
+    space = TokenSpace.from_abi(abi, name="test", assets={"tokenizer": "tokenizer.json"})
     space.save(root / "space.json")
     model = apply_stage(grow_model(tiny_qwen3(), space), "lora")
     with torch.no_grad():

@@ -24,6 +24,7 @@ def quiet_libraries(verbose: bool = False) -> None:
     `uti space show`), and through its logging API when it is; the environment also reaches child processes
     (`accelerate launch`). A variable the user set is kept, unless `verbose`, which turns everything back on.
     """
+    _show_warning.verbose = verbose  # type: ignore[attr-defined]
     if verbose:
         for key in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY"):
             if os.environ.get(key) in ("1", "error"):
@@ -62,14 +63,16 @@ def _add_verbose(cmd: click.Command) -> None:
 
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
-    """Toolkit warnings as one `warning: <line>` on stderr; any other warning as Python shows it."""
+    """Toolkit warnings as one `warning: <line>` on stderr; other libraries' warnings (deprecations inside
+    transformers or peft, which a user cannot act on) only with `--verbose`, as Python shows them."""
     if issubclass(category, UTIWarning):
         click.echo(f"warning: {' '.join(str(message).split())}", err=True)
-    else:
+    elif _show_warning.verbose:  # type: ignore[attr-defined]
         _show_warning.fallback(message, category, filename, lineno, file, line)  # type: ignore[attr-defined]
 
 
 _show_warning.fallback = warnings.showwarning  # type: ignore[attr-defined]
+_show_warning.verbose = False  # type: ignore[attr-defined]
 
 
 class ErrorHandlingGroup(click.Group):
@@ -95,6 +98,10 @@ class ErrorHandlingGroup(click.Group):
             return super().invoke(ctx)
         except UTIError as err:
             click.echo(f"error: {err}", err=True)
+            ctx.exit(err.exit_code)
+        except click.UsageError as err:  # a bad option or argument: one line too, naming the --help to read
+            where = err.ctx.command_path if err.ctx is not None else ctx.command_path
+            click.echo(f"error: {' '.join(err.format_message().split())} (see `{where} --help`)", err=True)
             ctx.exit(err.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

@@ -22,13 +22,14 @@ from uti.space_registry import ENTRY_POINT_GROUP, resolve_space_name, space_root
 REAL = REPO / "token_spaces" / "qwen3-siglip2-encodec" / "token_space.json"  # assets by hub id: loads anywhere
 
 
-def _fake_distribution(root: Path, package: str, spaces: dict[str, Path], entry: str | None = None) -> Path:
-    """A distribution on sys.path (dist-info + package) whose entry point registers `package`'s spaces."""
+def _fake_distribution(root: Path, package: str, spaces: dict[str, Path], entry: str | None = None,
+                       name: str | None = None) -> Path:
+    """A distribution on sys.path (dist-info + package) whose entry point `name` registers `package`'s spaces."""
     site_dir = root / "site"
     info = site_dir / f"{package}-1.0.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{package} = {entry or package}\n")
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{name or package} = {entry or package}\n")
     (site_dir / package).mkdir()
     (site_dir / package / "__init__.py").write_text("")
     for name, src in spaces.items():
@@ -65,6 +66,15 @@ def test_a_name_from_two_packages_is_ambiguous(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(_fake_distribution(tmp_path, "other_spaces", {"tiny": REAL})))
     with pytest.raises(SpaceError, match=r"'tiny' is shipped by more than one package: uti-toolkit .*other_spaces"):
         TokenSpace.load("tiny")
+
+
+def test_another_installed_copy_of_the_toolkit_does_not_shadow_the_running_one(tmp_path, monkeypatch):
+    """A source tree run beside an installed toolkit (PYTHONPATH, a second checkout): the installed copy's
+    `uti-toolkit` entry point names its own `token_spaces`; the running code's folder is the one used."""
+    site_dir = _fake_distribution(tmp_path, "old_copy_spaces", {"tiny": REAL}, name="uti-toolkit")
+    monkeypatch.syspath_prepend(str(site_dir))
+    assert resolve_space_name("tiny") == REPO / "token_spaces" / "tiny" / "token_space.json"
+    assert all(root.path != site_dir / "old_copy_spaces" for root in space_roots())
 
 
 def test_a_broken_entry_point_warns_and_the_others_still_work(tmp_path, monkeypatch):

@@ -27,6 +27,7 @@ from .errors import SpaceError
 __all__ = ["ENTRY_POINT_GROUP", "SpaceRoot", "space_roots", "own_spaces_dir", "known_spaces", "resolve_space_name"]
 
 ENTRY_POINT_GROUP = "uti.token_spaces"
+OWN = "uti-toolkit"  # the toolkit's own entry point; another install of the toolkit must not shadow this one
 SPACE_FILE = "token_space.json"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a plain folder name: no separators, no "..", no hidden files
 
@@ -69,13 +70,15 @@ def _entry_point_roots() -> list[SpaceRoot]:
 def space_roots() -> list[SpaceRoot]:
     """Every folder searched for spaces by name, the toolkit's own first, without duplicates (by resolved path).
 
-    The toolkit's entry point names the same folder as `own_spaces_dir()` when installed; the folder is listed
-    even without it (a source tree, or metadata installed before the registry existed).
+    The toolkit's own entry point is replaced by `own_spaces_dir()`, the folder beside the running `uti`: the
+    same folder in a normal install, and the right one when a source tree runs beside another installed copy
+    of the toolkit (its entry point would name that copy's spaces, and every name would be ambiguous).
     """
     if os.environ.get("UTI_SPACES_DIR"):
         return [SpaceRoot("UTI_SPACES_DIR", own_spaces_dir())]
     roots, seen = [], set()
-    for root in [SpaceRoot("uti-toolkit", own_spaces_dir()), *_entry_point_roots()]:
+    others = [r for r in _entry_point_roots() if r.provider != OWN]  # ours is the folder beside the running code
+    for root in [SpaceRoot(OWN, own_spaces_dir()), *others]:
         key = root.path.resolve()
         if key not in seen and root.path.is_dir():
             seen.add(key)

@@ -71,10 +71,9 @@ def _fake(space):
 
 def _previous_run(src, out, space, **kw):
     """A finished earlier batch into `out` (fake IDs: only markers and checksums matter here)."""
-    from uti.audio.cli import AUDIO_SUFFIXES
-    from uti.image.codec import IMAGE_EXTENSIONS
+    from uti import Tokenizer
 
-    run_batch(list_inputs(src, IMAGE_EXTENSIONS + AUDIO_SUFFIXES), _fake(space), out, space, progress=False, **kw)
+    run_batch(list_inputs(src, Tokenizer(space).file_suffixes()), _fake(space), out, space, progress=False, **kw)
 
 
 def _zero(path, at, n=10):

@@ -1,5 +1,5 @@
-"""`uti.Tokenizer` on the shipped tiny space, checked against today's per-modality paths (`uti encode`'s
-image and audio encoders, `TextCodec`) and the registry-driven grammar against the pre-registry one."""
+"""`uti.Tokenizer` on the shipped tiny space, checked against the per-modality library paths (`ImageCodec`,
+`AudioCodec`, `TextCodec`) and the registry-driven grammar against the pre-registry one."""
 
 from __future__ import annotations
 
@@ -34,16 +34,18 @@ def tok() -> Tokenizer:
 
 @pytest.fixture(scope="module")
 def image_ref(tok):
-    from uti.image.commands import encode_image
+    from uti.image.codec import ImageCodec, to_ids
+    from uti.image.load import load_image
 
-    return encode_image(tok.space, PANO)[0]
+    return to_ids(ImageCodec.from_space(tok.space).encode(load_image(PANO)), tok.space)
 
 
 @pytest.fixture(scope="module")
 def audio_ref(tok):
-    from uti.audio.cli import audio_encoder
+    from uti.audio.codec import AudioCodec
 
-    return audio_encoder(tok.space)(str(WAV))[0]
+    codec = AudioCodec.from_space(tok.space)
+    return codec.to_ids(codec.encode_file(WAV))
 
 
 def test_text_round_trip(tok):

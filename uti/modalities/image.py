@@ -237,9 +237,9 @@ class ImageModality(ModalityCodec):
         from ..image.codec import decode_codes, from_ids
         from ..image.layout import Layout
 
+        codebook = self.codebook  # its pin is checked before the IDs are used
         encoded = from_ids(ids, self.space)
-        dec = decode_codes(encoded.codes, self.codebook, Layout.from_abi(self.section["layout"]),
-                           int(self.section["grid"][0]))
+        dec = decode_codes(encoded.codes, codebook, Layout.from_abi(self.section["layout"]), int(self.section["grid"][0]))
         return {"codes": encoded.codes, **dec}
 
     def decode_to_file(self, ids: list[int], out: str | None, meta: ImageMeta,

@@ -139,6 +139,13 @@ def test_the_codecs_meta_schema_guards_its_documents(space, tmp_path):
     assert res.exit_code == 2 and f"{path}: a depth block is" in res.stderr
 
 
+def test_a_file_no_codec_reads_is_one_line(space, tmp_path):
+    src = tmp_path / "notes.txt"
+    src.write_text("hello")
+    res = CliRunner().invoke(main, ["encode", str(src), "--space", str(space.path)])
+    assert res.exit_code == 2 and res.stderr == f"error: {src}: unsupported file type '.txt'; space 'toy' reads .depth\n"
+
+
 def test_batch_lists_the_codecs_suffixes(space, tmp_path):
     src = tmp_path / "in"
     src.mkdir()

@@ -21,6 +21,7 @@ blocks raise TokenRangeError.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Sequence
 
 from .codecs import ModalityCodec, codec_classes, present_codecs
@@ -83,6 +84,9 @@ class Tokenizer:
         other = next((c.modality for c in codec_classes() if c not in self._classes and c.accepts(item)), None)
         if other is not None:
             raise InputError(f"token space {self.space.name!r} has no {other} section; use a space with a {other} codec")
+        if isinstance(item, os.PathLike):
+            raise InputError(f"{item}: unsupported file type {Path(item).suffix!r}; space {self.space.name!r} reads "
+                             f"{', '.join(self.file_suffixes()) or 'no files'}")
         raise InputError(f"cannot encode a {type(item).__name__}; give a str (text), a pathlib.Path to an image or "
                          "audio file, a PIL image, an (H, W, 3) uint8 array or a uti.Audio")
 

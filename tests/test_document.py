@@ -55,6 +55,15 @@ def test_text_round_trip_file_and_stdin(tmp_path, tiny_space):
         assert res.exit_code == 0 and json.loads(res.output) == {"modality": "text", "text": text}
 
 
+def test_text_decode_writes_out(tmp_path):
+    """--out of a text document writes the text (it was silently ignored before)."""
+    _, path = encode_doc(tmp_path, "--text", "héllo\n")
+    out = tmp_path / "decoded.txt"
+    res = invoke("decode", str(path), "--out", str(out), "--json")
+    assert res.exit_code == 0 and json.loads(res.output) == {"modality": "text", "text": "héllo\n", "out": str(out)}
+    assert out.read_text(encoding="utf-8") == "héllo\n"
+
+
 def test_image_round_trip_equals_the_codec(tmp_path, tiny_space):
     from safetensors.torch import load_file
 

@@ -112,6 +112,34 @@ def test_decode_and_encode_refuse_bad_input(tok):
         Tokenizer(tiny_space(audio=None)).encode(Audio(np.zeros(100, np.float32), 16000))
 
 
+def test_run_options_reach_the_codecs_from_the_cli(tmp_path, monkeypatch):
+    """`uti encode --device/--dtype/--strict` go through `Tokenizer.from_space` to the codec that builds the
+    model and reads the file (the CLI names no modality)."""
+    from click.testing import CliRunner
+
+    from uti.audio.codec import AudioCodec
+    from uti.cli import main
+    from uti.image.codec import ImageCodec
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def build(space, **kw):
+        seen.append(kw)
+        raise Stop
+
+    monkeypatch.setattr(ImageCodec, "from_space", build)
+    monkeypatch.setattr(AudioCodec, "from_space", build)
+    for src in (PANO, WAV):
+        res = CliRunner().invoke(main, ["encode", str(src), "--device", "cpu", "--dtype", "bfloat16", "--strict"])
+        assert isinstance(res.exception, Stop), res.output
+    assert seen == [{"device": torch.device("cpu"), "dtype": torch.bfloat16}] * 2
+    tok = Tokenizer.from_space("tiny", strict=True)
+    assert tok.codec("image").strict and tok.codec("audio").strict and not Tokenizer.from_space("tiny").codec("image").strict
+
+
 def _streams(space) -> list[tuple[list[int], bool]]:
     """Real streams of a space (and whether only a prompt may hold it): text, a panorama, a plain-image
     prompt, audio."""

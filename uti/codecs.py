@@ -16,8 +16,9 @@ A modality codec (subclass of `ModalityCodec`, registered with `@register_codec(
 
 Class-level methods need only the ABI section (no assets), so the space, the sequence builder and the
 grammar use them without loading any model; an instance is bound to a `TokenSpace` and to the run options
-`device`, `dtype` and `strict`, and loads its assets on first use (or at `load()`). The built-in codecs (text, image, audio) live in `uti.modalities` and are registered on first
-use of the registry, so `import uti` stays light.
+`device`, `dtype` and `strict`, and loads its assets on first use (or at `load()`). The built-in codecs
+(text, image, audio) live in `uti.modalities` and are registered on first use of the registry, so
+`import uti` stays light.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from typing import Any, Callable, ClassVar, Iterable, Protocol, TypeVar
 
 from .errors import ConfigError, InputError, SpaceError
 
-__all__ = ["ModalityCodec", "BlockGrammar", "NoMeta", "register_codec", "unregister_codec", "codec_class", "codec_classes",
-           "present_codecs", "code_tokens", "Ranges"]
+__all__ = ["ModalityCodec", "BlockGrammar", "NoMeta", "register_codec", "unregister_codec", "codec_class",
+           "codec_classes", "present_codecs", "code_tokens", "Ranges"]
 
 Ranges = list[tuple[int, int]]  # half-open [start, stop) ID ranges
 _BUILTINS = ("uti.modalities.text", "uti.modalities.image", "uti.modalities.audio")

@@ -117,7 +117,7 @@ def test_unpinned_asset_is_refused_unless_allowed(tmp_path, caplog):
 
 def test_a_changed_asset_is_refused_by_every_consumer(tmp_path):
     from tokenlm.model import _load_codebook
-    from uti.image.commands import decode_image
+    from uti.modalities.image import ImageModality
     from uti.text import TextCodec
 
     sp = TokenSpace.from_path(make_space(tmp_path / "s"))
@@ -126,7 +126,7 @@ def test_a_changed_asset_is_refused_by_every_consumer(tmp_path):
     with pytest.raises(HashMismatchError, match="abi.image.codebook.hash"):
         _load_codebook(sp)  # row initialisation checked no hash before
     with pytest.raises(HashMismatchError, match="abi.image.codebook.hash"):
-        decode_image(sp, [], None)
+        ImageModality(sp).decode_block([])  # what `uti decode` of an image runs
     tok = json.loads((tmp_path / "s" / "tokenizer.json").read_text())
     tok["model"]["vocab"]["zzzz"] = len(tok["model"]["vocab"]) + 5
     (tmp_path / "s" / "tokenizer.json").write_text(json.dumps(tok))

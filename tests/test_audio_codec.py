@@ -203,8 +203,10 @@ def test_cli_encode_decode_round_trip(space: TokenSpace, space_codec: AudioCodec
 
 
 def test_batch_survives_bad_files(space: TokenSpace, tmp_path: Path) -> None:
-    from uti.audio.cli import AUDIO_SUFFIXES, audio_encoder
+    from uti import Tokenizer
     from uti.batch import list_inputs, read_shards, run_batch
+
+    tok = Tokenizer.from_space(space)
 
     data = tmp_path / "data"
     data.mkdir()
@@ -213,8 +215,8 @@ def test_batch_survives_bad_files(space: TokenSpace, tmp_path: Path) -> None:
     bad[3] = np.inf
     sf.write(str(data / "b.wav"), bad, 16_000, subtype="FLOAT")
     (data / "c.ogg").write_bytes(b"junk")
-    summary = run_batch(list_inputs(data, AUDIO_SUFFIXES), audio_encoder(space), tmp_path / "out", space,
-                        progress=False)
+    summary = run_batch(list_inputs(data, tok.file_suffixes()), lambda p: tok.encode_with_meta(Path(p)),
+                        tmp_path / "out", space, progress=False)
     assert summary.ok == 1 and [Path(f["path"]).name for f in summary.failed] == ["b.wav", "c.ogg"]
     assert "NaN or infinite" in summary.failed[0]["reason"]
     shard = next(read_shards(tmp_path / "out", space))

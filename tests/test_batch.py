@@ -214,3 +214,11 @@ def test_read_shards_refuses_malformed_but_checksummed_shards(tmp_path):
         "checksum": _checksum(tensors, src, meta)})
     with pytest.raises(InputError, match="malformed shard"):
         list(read_shards(out, SPACE))
+
+
+def test_shards_record_unpinned_assets(tmp_path):
+    paths = list_inputs(_corpus(tmp_path, 3), [".txt"])
+    run_batch(paths, encode_len, tmp_path / "u", SPACE, shard_size=2, progress=False, unpinned=["vision_tower"])
+    assert [s.unpinned for s in read_shards(tmp_path / "u", SPACE)] == [["vision_tower"]] * 2
+    run_batch(paths, encode_len, tmp_path / "p", SPACE, shard_size=2, progress=False)
+    assert [s.unpinned for s in read_shards(tmp_path / "p", SPACE)] == [[], []]

@@ -18,21 +18,30 @@ SUFFIXES = {"image": ".jpg", "audio": ".wav"}
 
 
 def test_encoders_are_built_in_the_main_thread(tmp_path, monkeypatch):
-    """Deterministic form of the race: building an encoder inside a worker thread is the bug."""
-    import uti.audio.cli
-    import uti.image.commands
+    """Deterministic form of the race: building a codec's model inside a worker thread is the bug. The models
+    are built where the codec adapters build them (`ImageCodec.from_space`, `AudioCodec.from_space`, reached
+    through `ModalityCodec.load` or lazily on first encode); encoding touches the model as real encoding does."""
+    from uti.audio.codec import AudioCodec
     from uti.cli import main
+    from uti.image.codec import ImageCodec
+    from uti.modalities.audio import AudioModality
+    from uti.modalities.image import ImageModality
 
     built = []
 
     def factory(kind):
         def build(space, **run):
             built.append((kind, threading.current_thread() is threading.main_thread()))
-            return lambda path: ([space.special_id("<|image_start|>")], {"kind": kind})
+            return kind
         return build
 
-    monkeypatch.setattr(uti.image.commands, "image_encoder", factory("image"))
-    monkeypatch.setattr(uti.audio.cli, "audio_encoder", factory("audio"))
+    def encode_with_meta(self, item):
+        return [self.space.special_id("<|image_start|>")], {"kind": self.codec}  # self.codec: built on first use
+
+    monkeypatch.setattr(ImageCodec, "from_space", factory("image"))
+    monkeypatch.setattr(AudioCodec, "from_space", factory("audio"))
+    monkeypatch.setattr(ImageModality, "encode_with_meta", encode_with_meta)
+    monkeypatch.setattr(AudioModality, "encode_with_meta", encode_with_meta)
     src = tmp_path / "in"
     src.mkdir()
     for k in range(6):

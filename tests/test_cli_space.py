@@ -133,7 +133,7 @@ def test_decode_resolves_a_documents_space_name_only_through_the_registry(tmp_pa
     assert res.exit_code == 2 and "not a registered space" in res.stderr and len(res.stderr.splitlines()) == 1
 
 
-def test_allow_unpinned_flag_reaches_the_space(tmp_path, monkeypatch):
+def _unpinned_text_space(tmp_path):
     data = json.loads((TokenSpace.load("tiny").path).read_text())
     data["abi"]["text"]["tokenizer_hash"] = None
     from uti.hashing import hash_json
@@ -144,7 +144,30 @@ def test_allow_unpinned_flag_reaches_the_space(tmp_path, monkeypatch):
     shutil.copy(TokenSpace.load("tiny").root / "tokenizer.json", folder / "tokenizer.json")
     data["assets"] = {"tokenizer": "tokenizer.json"}
     (folder / "token_space.json").write_text(json.dumps(data))
+    return folder
+
+
+def test_allow_unpinned_flag_reaches_the_space(tmp_path, monkeypatch):
+    folder = _unpinned_text_space(tmp_path)
     res = CliRunner().invoke(main, ["encode", "--text", "hi", "--space", str(folder)])
     assert res.exit_code == 2 and "--allow-unpinned" in res.stderr
     res = CliRunner().invoke(main, ["encode", "--text", "hi", "--space", str(folder), "--allow-unpinned", "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["ids"]
+
+
+def test_unpinned_use_is_recorded_and_decode_shows_it(tmp_path):
+    folder = _unpinned_text_space(tmp_path)
+    doc = tmp_path / "doc.json"
+    res = CliRunner().invoke(main, ["encode", "--text", "hi", "--space", str(folder), "--allow-unpinned",
+                                    "--out", str(doc)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(doc.read_text())["unpinned"] == ["tokenizer"]
+    res = CliRunner().invoke(main, ["decode", str(doc), "--space", str(folder)])
+    assert res.exit_code == 2 and "--allow-unpinned" in res.stderr  # decoding uses the unpinned tokenizer too
+    res = CliRunner().invoke(main, ["decode", str(doc), "--space", str(folder), "--allow-unpinned", "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout) == {"modality": "text", "text": "hi", "unpinned": ["tokenizer"]}
+    assert "encoded with unpinned asset(s) tokenizer" in res.stderr
+    res = CliRunner().invoke(main, ["decode", str(doc), "--space", str(folder), "--allow-unpinned"])
+    assert res.stdout == "hi\n" and "unpinned asset(s) tokenizer" in res.stderr
+    pinned = CliRunner().invoke(main, ["encode", "--text", "hi", "--allow-unpinned", "--json"])
+    assert pinned.exit_code == 0 and "unpinned" not in json.loads(pinned.stdout)  # the tiny space pins its tokenizer

@@ -16,8 +16,9 @@ import torch
 from click.testing import CliRunner
 
 from uti.cli import main
-from uti.document import (META_TYPES, AudioMeta, EncodedDocument, document_space, parse_document, read_document,
-                          register_modality, write_document)
+from uti.codecs import ModalityCodec, register_codec, unregister_codec
+from uti.document import EncodedDocument, document_space, parse_document, read_document, write_document
+from uti.modalities.audio import AudioMeta
 from uti.errors import HashMismatchError, InputError, SpaceError
 from uti.space import TokenSpace
 
@@ -52,6 +53,15 @@ def test_text_round_trip_file_and_stdin(tmp_path, tiny_space):
     for args, stdin in (([str(path)], None), (["-"], path.read_bytes())):
         res = invoke("decode", *args, "--json", input=stdin)
         assert res.exit_code == 0 and json.loads(res.output) == {"modality": "text", "text": text}
+
+
+def test_text_decode_writes_out(tmp_path):
+    """--out of a text document writes the text (it was silently ignored before)."""
+    _, path = encode_doc(tmp_path, "--text", "héllo\n")
+    out = tmp_path / "decoded.txt"
+    res = invoke("decode", str(path), "--out", str(out), "--json")
+    assert res.exit_code == 0 and json.loads(res.output) == {"modality": "text", "text": "héllo\n", "out": str(out)}
+    assert out.read_text(encoding="utf-8") == "héllo\n"
 
 
 def test_image_round_trip_equals_the_codec(tmp_path, tiny_space):
@@ -201,20 +211,65 @@ def test_construction_validates_like_parsing(tiny_space):
     assert doc.to_json()["meta"] == {} and doc.typed_meta.chars is None
 
 
-def test_a_codec_can_register_its_modality(monkeypatch, tiny_space):
-    @dataclass(frozen=True)
-    class DepthMeta:
-        height: int
-        scale: float = 1.0
+@dataclass(frozen=True)
+class DepthMeta:
+    height: int
+    scale: float = 1.0
 
-    monkeypatch.setitem(META_TYPES, "depth", META_TYPES.get("depth"))
-    register_modality("depth", DepthMeta)
-    doc = EncodedDocument("tiny", tiny_space.hash, "depth", [1], {"height": 4})
-    assert doc.typed_meta == DepthMeta(4)
-    with pytest.raises(InputError, match="meta lacks required key.s. height"):
-        EncodedDocument("tiny", tiny_space.hash, "depth", [1], {"scale": 2})
-    with pytest.raises(InputError, match="meta.scale must be a number, got str"):
-        EncodedDocument("tiny", tiny_space.hash, "depth", [1], {"height": 4, "scale": "2"})
+
+def test_a_codec_owns_its_meta_schema(tiny_space):
+    """A registered codec's `meta_type` is the schema of its documents: no edit of uti.document needed."""
+    with pytest.raises(InputError, match="modality must be one of audio, image, text, got str 'depth'"):
+        EncodedDocument("tiny", tiny_space.hash, "depth", [1], {"height": 4})
+
+    class DepthCodec(ModalityCodec):
+        meta_type = DepthMeta
+
+    register_codec("depth")(DepthCodec)
+    try:
+        doc = EncodedDocument("tiny", tiny_space.hash, "depth", [1], {"height": 4})
+        assert doc.typed_meta == DepthMeta(4)
+        with pytest.raises(InputError, match="meta lacks required key.s. height"):
+            EncodedDocument("tiny", tiny_space.hash, "depth", [1], {"scale": 2})
+        with pytest.raises(InputError, match="meta.scale must be a number, got str"):
+            EncodedDocument("tiny", tiny_space.hash, "depth", [1], {"height": 4, "scale": "2"})
+    finally:
+        unregister_codec("depth")
+    with pytest.raises(InputError, match="modality must be one of"):
+        EncodedDocument("tiny", tiny_space.hash, "depth", [1], {"height": 4})
+
+
+def test_a_codec_without_a_meta_type_takes_empty_meta_only(tiny_space):
+    register_codec("depth")(type("Bare", (ModalityCodec,), {}))
+    try:
+        assert EncodedDocument("tiny", tiny_space.hash, "depth", [1]).to_json()["meta"] == {}
+        with pytest.raises(InputError, match="unknown key.s. 'height'"):
+            EncodedDocument("tiny", tiny_space.hash, "depth", [1], {"height": 4})
+    finally:
+        unregister_codec("depth")
+    with pytest.raises(Exception, match="meta_type must be a dataclass"):
+        register_codec("depth")(type("BadMeta", (ModalityCodec,), {"meta_type": dict}))
+    unregister_codec("depth")
+
+
+@pytest.mark.parametrize("unpinned, error", [
+    ("vision_tower", "unpinned must be a list"),
+    ([1], "unpinned must be a list of at most 32 asset names"),
+    ([""], "unpinned must be a list"),
+    (["k"] * 33, "at most 32"),
+])
+def test_unpinned_is_validated(tiny_space, unpinned, error):
+    obj = {"token_space": {"name": "tiny", "hash": tiny_space.hash}, "modality": "text", "ids": [1],
+           "unpinned": unpinned}
+    with pytest.raises(InputError, match=error):
+        EncodedDocument.from_json(obj)
+
+
+def test_unpinned_round_trips_and_is_absent_when_empty(tiny_space):
+    doc = EncodedDocument.for_space(tiny_space, "text", [1], {"chars": 1}, {"tokenizer", "base_model"})
+    assert doc.to_json()["unpinned"] == ["base_model", "tokenizer"]
+    assert parse_document(doc.dumps().encode()) == doc
+    assert "unpinned" not in EncodedDocument.for_space(tiny_space, "text", [1]).to_json()
 
 
 def test_a_kill_while_writing_leaves_the_old_or_the_new_document(tmp_path, tiny_space):

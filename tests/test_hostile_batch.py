@@ -71,10 +71,10 @@ def _fake(space):
 
 def _previous_run(src, out, space, **kw):
     """A finished earlier batch into `out` (fake IDs: only markers and checksums matter here)."""
-    from uti.audio.cli import AUDIO_SUFFIXES
-    from uti.image.codec import IMAGE_EXTENSIONS
+    from uti.codecs import codec_classes
 
-    run_batch(list_inputs(src, IMAGE_EXTENSIONS + AUDIO_SUFFIXES), _fake(space), out, space, progress=False, **kw)
+    suffixes = [s for c in codec_classes() for s in c.file_suffixes()]  # what `uti encode DIR` lists
+    run_batch(list_inputs(src, suffixes), _fake(space), out, space, progress=False, **kw)
 
 
 def _zero(path, at, n=10):

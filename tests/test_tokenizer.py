@@ -1,5 +1,5 @@
-"""`uti.Tokenizer` on the shipped tiny space, checked against today's per-modality paths (`uti encode`'s
-image and audio encoders, `TextCodec`) and the registry-driven grammar against the pre-registry one."""
+"""`uti.Tokenizer` on the shipped tiny space, checked against the per-modality library paths (`ImageCodec`,
+`AudioCodec`, `TextCodec`) and the registry-driven grammar against the pre-registry one."""
 
 from __future__ import annotations
 
@@ -34,16 +34,18 @@ def tok() -> Tokenizer:
 
 @pytest.fixture(scope="module")
 def image_ref(tok):
-    from uti.image.commands import encode_image
+    from uti.image.codec import ImageCodec, to_ids
+    from uti.image.load import load_image
 
-    return encode_image(tok.space, PANO)[0]
+    return to_ids(ImageCodec.from_space(tok.space).encode(load_image(PANO)), tok.space)
 
 
 @pytest.fixture(scope="module")
 def audio_ref(tok):
-    from uti.audio.cli import audio_encoder
+    from uti.audio.codec import AudioCodec
 
-    return audio_encoder(tok.space)(str(WAV))[0]
+    codec = AudioCodec.from_space(tok.space)
+    return codec.to_ids(codec.encode_file(WAV))
 
 
 def test_text_round_trip(tok):
@@ -108,6 +110,34 @@ def test_decode_and_encode_refuse_bad_input(tok):
         tok.encode({"a": 1})
     with pytest.raises(InputError, match="no audio section"):
         Tokenizer(tiny_space(audio=None)).encode(Audio(np.zeros(100, np.float32), 16000))
+
+
+def test_run_options_reach_the_codecs_from_the_cli(tmp_path, monkeypatch):
+    """`uti encode --device/--dtype/--strict` go through `Tokenizer.from_space` to the codec that builds the
+    model and reads the file (the CLI names no modality)."""
+    from click.testing import CliRunner
+
+    from uti.audio.codec import AudioCodec
+    from uti.cli import main
+    from uti.image.codec import ImageCodec
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def build(space, **kw):
+        seen.append(kw)
+        raise Stop
+
+    monkeypatch.setattr(ImageCodec, "from_space", build)
+    monkeypatch.setattr(AudioCodec, "from_space", build)
+    for src in (PANO, WAV):
+        res = CliRunner().invoke(main, ["encode", str(src), "--device", "cpu", "--dtype", "bfloat16", "--strict"])
+        assert isinstance(res.exception, Stop), res.output
+    assert seen == [{"device": torch.device("cpu"), "dtype": torch.bfloat16}] * 2
+    tok = Tokenizer.from_space("tiny", strict=True)
+    assert tok.codec("image").strict and tok.codec("audio").strict and not Tokenizer.from_space("tiny").codec("image").strict
 
 
 def _streams(space) -> list[tuple[list[int], bool]]:

@@ -21,7 +21,7 @@ from uti.io import atomic_write_json
 
 from .tiny_corpus import corpus
 
-__all__ = ["tiny_qwen3_config", "train_byte_bpe", "make_tiny_lm"]
+__all__ = ["tiny_qwen3_config", "make_tiny_lm"]
 
 
 def tiny_qwen3_config(vocab_size: int, max_positions: int = 2048):
@@ -33,20 +33,6 @@ def tiny_qwen3_config(vocab_size: int, max_positions: int = 2048):
         num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=max_positions,
         tie_word_embeddings=True, rope_theta=10000.0, bos_token_id=None, eos_token_id=None, pad_token_id=None,
     )
-
-
-def train_byte_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
-    """A byte-level BPE tokenizer trained on `texts` (lossless for any Unicode string)."""
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tok.train_from_iterator(texts, trainer)
-    return tok
 
 
 def _token_stream(tok: Tokenizer, docs: list[str]) -> torch.Tensor:

@@ -10,7 +10,9 @@ processes or cluster array jobs split a corpus deterministically and evenly with
 Shards: the inputs of a part are cut into shards of `shard_size` inputs. Shard k of part i of n is
 ``part-{i}-of-{n}-{k:05d}.safetensors`` with tensors ``ids`` (all IDs concatenated, int64) and
 ``offsets`` (int64, M+1: item j is ``ids[offsets[j]:offsets[j+1]]``), and string metadata holding the
-token-space name and hash, the item sources and their per-item meta (JSON), and a checksum over all of it.
+token-space name and hash, the item sources and their per-item meta (JSON), and a checksum over all of it;
+a batch encoded with assets the space does not pin (`--allow-unpinned`) also records their keys
+(``unpinned``, a JSON list; `Shard.unpinned`).
 Its sidecar ``.done.json`` (a `DoneMarker`, written after the shard, both atomically) repeats the checksum
 and lists the failed inputs with reasons.
 
@@ -155,13 +157,15 @@ def run_batch(
     part: tuple[int, int] = (0, 1),
     progress: bool = True,
     workers: int = 1,
+    unpinned: Sequence[str] = (),
 ) -> BatchSummary:
     """Encode the inputs of `part` with `encode_one(path) -> (global ids, meta)` into shards in `out_dir`.
 
     workers > 1 runs `encode_one` in that many threads (results keep input order), so decoding and
     E2P of one file overlap the tower of another on a GPU; `encode_one` must then be thread-safe (build
-    models before calling this: lazy construction inside threads races). Stale temp files of this part's
-    shards, left by a killed run, are removed first.
+    models before calling this: lazy construction inside threads races). `unpinned`: keys of the assets the
+    encoders use unpinned, recorded in every shard written. Stale temp files of this part's shards, left by
+    a killed run, are removed first.
     """
     from tqdm.auto import tqdm
 
@@ -184,7 +188,7 @@ def run_batch(
             else:
                 if damage:
                     summary.redone.append({"shard": shard.name, "reason": damage})
-                done = _encode_shard(chunk, encode_one, shard, space, bar, workers, reuse)
+                done = _encode_shard(chunk, encode_one, shard, space, bar, workers, reuse, list(unpinned))
                 summary.written.append(shard.name)
             summary.ok += done.ok
             summary.failed += done.failed
@@ -258,13 +262,14 @@ def _try(encode_one: EncodeOne, path: str) -> tuple[str, Any, str | None]:
 
 
 def _encode_shard(chunk: Sequence[str], encode_one: EncodeOne, shard: Path, space: Any, bar: Any,
-                  workers: int = 1, reuse: dict[str, Item] | None = None) -> DoneMarker:
+                  workers: int = 1, reuse: dict[str, Item] | None = None, unpinned: list[str] | None = None
+                  ) -> DoneMarker:
     """Encode the inputs of `chunk` not in `reuse`, then write the shard and its marker."""
     reuse = reuse or {}
     todo = [p for p in chunk if p not in reuse]
     bar.update(len(chunk) - len(todo))
     items, failed = _encode_items(todo, encode_one, bar, workers)
-    return _write_shard(shard, chunk, {**reuse, **items}, failed, space)
+    return _write_shard(shard, chunk, {**reuse, **items}, failed, space, unpinned)
 
 
 def _encode_items(todo: Sequence[str], encode_one: EncodeOne, bar: Any, workers: int
@@ -286,7 +291,7 @@ def _encode_items(todo: Sequence[str], encode_one: EncodeOne, bar: Any, workers:
 
 
 def _write_shard(shard: Path, chunk: Sequence[str], items: dict[str, Item], failed: list[dict[str, str]],
-                 space: Any) -> DoneMarker:
+                 space: Any, unpinned: list[str] | None = None) -> DoneMarker:
     """Write the items (in input order) as a shard, then its marker: both atomically, marker last."""
     sources = [p for p in chunk if p in items]
     ids = [items[p][0] for p in sources]
@@ -296,6 +301,8 @@ def _write_shard(shard: Path, chunk: Sequence[str], items: dict[str, Item], fail
     checksum = _checksum(tensors, sources_json, meta_json)
     metadata = {"format": FORMAT, "token_space_name": space.name, "token_space_hash": space.hash,
                 "sources": sources_json, "meta": meta_json, "checksum": checksum}
+    if unpinned:
+        metadata["unpinned"] = json.dumps(sorted(unpinned))
     done = DoneMarker(DONE_FORMAT, space.hash, hash_json(list(chunk)), checksum, len(sources), tuple(failed))
     _write(atomic_save_safetensors, shard, tensors, metadata)
     _write(atomic_write_json, _done_path(shard), done.to_json())
@@ -328,6 +335,7 @@ class Shard:
     sources: list[str]
     meta: list[dict[str, Any]]
     checksum: str = ""
+    unpinned: list[str] = field(default_factory=list)  # assets encoded without a pinned hash (--allow-unpinned)
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -378,9 +386,20 @@ def _load_shard(file: Path, space: Any) -> Shard:
         sources, metas = json.loads(texts[0]), json.loads(texts[1])
     except (ValueError, RecursionError):
         raise InputError(f"{file}: malformed shard (sources or meta are not JSON); {fix}") from None
-    shard = Shard(file, tensors["ids"], tensors["offsets"], sources, metas, texts[2])
+    shard = Shard(file, tensors["ids"], tensors["offsets"], sources, metas, texts[2], _unpinned(meta.get("unpinned")))
     _check_structure(shard, fix)
     return shard
+
+
+def _unpinned(text: str | None) -> list[str]:
+    """The `unpinned` metadata of a shard: a JSON list of asset keys (anything else reads as a damaged list)."""
+    if text is None:
+        return []
+    try:
+        keys = json.loads(text)
+    except (ValueError, RecursionError):
+        keys = None
+    return keys if isinstance(keys, list) and all(isinstance(k, str) for k in keys) else ["<unreadable>"]
 
 
 def _check_structure(shard: Shard, fix: str) -> None:

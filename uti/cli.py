@@ -3,8 +3,10 @@
     uti space show tiny            ranges, specials and hash of a space
     uti space verify token_spaces/*/token_space.json
     uti space build config.yaml --out token_spaces/mine
-    uti encode --text "hello"      text -> IDs (images and audio: give a file)
+    uti encode --text "hello"      text -> IDs (images, audio, any file a registered codec reads: give it)
     uti decode tokens.json         IDs -> text (or image features / waveform); `-` reads standard input
+
+Every command is a thin call into `uti.Tokenizer` and the codec registry: nothing here names a modality.
 
 Every command exits 0 on success, 1 when a check fails (`space verify`: a damaged space file or asset is a
 failed check, reported as one `BAD` line) or some batch inputs fail, 2 on bad input.
@@ -22,6 +24,7 @@ from .cli_base import DEVICE_OPTION, DTYPE_OPTION, ErrorHandlingGroup, emit_json
 from .document import EncodedDocument, document_space, read_document, write_document
 from .errors import InputError, TokenRangeError, UTIError
 from .space import DEFAULT_SPACE, TokenSpace
+from .tokenizer import Tokenizer
 
 __all__ = ["main"]
 
@@ -103,11 +106,22 @@ def space_build(config: str, out: str, as_json: bool) -> None:
         click.echo(f"wrote {sp.path}  hash {sp.hash}  total {sp.total}")
 
 
-def encode_text(sp: TokenSpace, text: str) -> EncodedDocument:
+def encode_text(tok: Tokenizer, text: str) -> EncodedDocument:
     """`uti encode --text` document."""
-    from .text import TextCodec
+    return _document(tok, text)
 
-    return EncodedDocument.for_space(sp, "text", TextCodec.from_space(sp).encode(text), {"chars": len(text)})
+
+def encode_file(tok: Tokenizer, path: Path) -> EncodedDocument:
+    """`uti encode FILE` document: the space's codec that accepts the file encodes it."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    return _document(tok, path)
+
+
+def _document(tok: Tokenizer, item: Any) -> EncodedDocument:
+    codec = tok.codec_for(item)
+    ids, meta = codec.encode_with_meta(item)
+    return EncodedDocument.for_space(tok.space, codec.modality, ids, meta, tok.unpinned_used)
 
 
 @main.command()
@@ -127,7 +141,7 @@ def encode_text(sp: TokenSpace, text: str) -> EncodedDocument:
 @click.option("--strict", is_flag=True, help="Refuse inputs the decoder had to repair (e.g. a corrupt JPEG).")
 def encode(path: str | None, text: str | None, space_ref: str, out: str | None, as_json: bool, part: str,
            shard_size: int, workers: int, allow_unpinned: bool, device: str, dtype: str, strict: bool) -> None:
-    """Encode text (--text) or a file (image, audio) into token-space IDs.
+    """Encode text (--text) or a file (any the space's codecs read: images, audio) into token-space IDs.
 
     Batch mode: PATH is a folder or a .jsonl manifest and --out a folder of sharded safetensors.
     """
@@ -135,44 +149,42 @@ def encode(path: str | None, text: str | None, space_ref: str, out: str | None, 
         raise InputError("give exactly one of PATH or --text")
     sp = TokenSpace.load(space_ref)
     sp.allow_unpinned = allow_unpinned
-    run = {"device": parse_device(device), "dtype": parse_dtype(dtype), "strict": strict}  # codec placement
+    tok = Tokenizer.from_space(sp, device=parse_device(device), dtype=parse_dtype(dtype), strict=strict)
     if path is not None and (Path(path).is_dir() or path.endswith(".jsonl")):
-        return encode_batch(sp, Path(path), out, part, shard_size, as_json, workers, **run)
-    doc = encode_text(sp, text) if text is not None else encode_file(sp, Path(path), **run)
+        return encode_batch(tok, Path(path), out, part, shard_size, as_json, workers)
+    doc = encode_text(tok, text) if text is not None else encode_file(tok, Path(path))
     _emit(doc, out, as_json)
 
 
-def encode_batch(sp: TokenSpace, source: Path, out: str | None, part: str, shard_size: int, as_json: bool,
-                 workers: int = 1, **run: Any) -> None:
+def encode_batch(tok: Tokenizer, source: Path, out: str | None, part: str, shard_size: int, as_json: bool,
+                 workers: int = 1) -> None:
     """Batch mode of `uti encode`: inputs -> shards in OUT, a progress bar and a summary (see uti.batch).
 
-    Exits 1 when some inputs failed (they are listed, and a rerun retries them). Every encoder the part needs
-    is built here, in the main thread, before any worker thread starts: building one (transformers' lazy
-    imports, model loading) is not thread-safe, while encoding with a built one is. `run`: device, dtype, strict.
+    Inputs are the files with a suffix one of the space's codecs reads. Exits 1 when some inputs failed
+    (they are listed, and a rerun retries them). Every codec the part needs loads its models here, in the
+    main thread, before any worker thread starts: building one (transformers' lazy imports, model loading)
+    is not thread-safe, while encoding with a built one is.
     """
     import sys
 
-    from .audio.cli import AUDIO_SUFFIXES, audio_encoder
     from .batch import list_inputs, parse_part, run_batch, select_part
-    from .image.codec import IMAGE_EXTENSIONS
-    from .image.commands import image_encoder
 
     if not out:
         raise InputError("batch mode needs --out FOLDER for the shards")
     part_ = parse_part(part)
-
-    def kind(p: str) -> str:
-        return "audio" if Path(p).suffix.lower() in AUDIO_SUFFIXES else "image"
-
-    paths = list_inputs(source, IMAGE_EXTENSIONS + AUDIO_SUFFIXES)
-    build = {"audio": audio_encoder, "image": image_encoder}
-    encoders = {k: build[k](sp, **run) for k in sorted({kind(p) for p in select_part(paths, part_)})}
+    paths = list_inputs(source, tok.file_suffixes())
+    for codec in _codecs_of(tok, select_part(paths, part_)):
+        codec.load()
 
     def encode_one(p: str) -> tuple[list[int], dict]:
-        return encoders[kind(p)](p)
+        path = Path(p)
+        if not path.exists():
+            raise InputError(f"{p}: no such file")
+        return tok.codec_for(path).encode_with_meta(path)
 
-    summary = run_batch(paths, encode_one, out, sp, shard_size=shard_size, part=part_, workers=workers,
-                        progress=sys.stderr.isatty())  # a bar only for a person watching, not in logs or pipes
+    summary = run_batch(paths, encode_one, out, tok.space, shard_size=shard_size, part=part_, workers=workers,
+                        progress=sys.stderr.isatty(),  # a bar only for a person watching, not in logs or pipes
+                        unpinned=tok.unpinned_used)
     if as_json:
         emit_json(summary.to_json())
     else:
@@ -188,20 +200,16 @@ def encode_batch(sp: TokenSpace, source: Path, out: str | None, part: str, shard
         raise SystemExit(1)
 
 
-def encode_file(sp: TokenSpace, path: Path, **run: Any) -> EncodedDocument:
-    """Encode one file by its modality (image or audio); `run`: device, dtype, strict (see `uti encode`)."""
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    from .audio.cli import encode_audio_doc, is_audio_path
-
-    if is_audio_path(path):
-        return encode_audio_doc(sp, path, **run)
-    from .image.commands import encode_image, is_image_file
-
-    if is_image_file(path):
-        ids, meta = encode_image(sp, path, **run)
-        return EncodedDocument.for_space(sp, "image", ids, meta)
-    raise InputError(f"{path}: unsupported file type {path.suffix!r}")
+def _codecs_of(tok: Tokenizer, paths: list[str]) -> list[Any]:
+    """The distinct codecs that take `paths` (an input no codec takes fails later, in its own row)."""
+    found: dict[str, Any] = {}
+    for p in paths:
+        try:
+            codec = tok.codec_for(Path(p))
+        except UTIError:
+            continue
+        found.setdefault(codec.modality, codec)
+    return list(found.values())
 
 
 def _emit(doc: EncodedDocument, out: str | None, as_json: bool) -> None:
@@ -218,19 +226,24 @@ def _emit(doc: EncodedDocument, out: str | None, as_json: bool) -> None:
 @click.argument("file", metavar="FILE|-")
 @click.option("--space", "space_ref", help="Token space to decode with: a shipped name or a path to token_space.json "
               "[default: the registered space the document names].")
-@click.option("--out", type=click.Path(), help="Where to write decoded media (audio: a .wav; images: .safetensors).")
+@click.option("--out", type=click.Path(), help="Where to write the decoded value (audio: a .wav; images: "
+              ".safetensors of features; text: a UTF-8 file).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON result.")
 @ALLOW_UNPINNED_OPTION
 @click.pass_context
 def decode(ctx: click.Context, file: str, space_ref: str | None, out: str | None, as_json: bool,
            allow_unpinned: bool) -> None:
     """Decode an `uti encode --json` document (FILE, or - for standard input) back to text, image features or
-    a waveform."""
+    a waveform (whatever its codec gives). A document encoded with unpinned assets says so (a warning, and
+    `unpinned` in the JSON result)."""
     doc = read_document(file)
     explicit = ctx.get_parameter_source("space_ref") not in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
     sp = document_space(doc, space_ref if explicit else None)
     sp.allow_unpinned = allow_unpinned
-    result = decode_doc(sp, doc, out)
+    result = decode_doc(Tokenizer.from_space(sp), doc, out)
+    if doc.unpinned:
+        click.echo(f"warning: {doc.where} was encoded with unpinned asset(s) {', '.join(doc.unpinned)} "
+                   "(--allow-unpinned): its IDs are not guaranteed to mean what the space says", err=True)
     if as_json:
         emit_json(result)
     elif "text" in result:
@@ -240,32 +253,17 @@ def decode(ctx: click.Context, file: str, space_ref: str | None, out: str | None
         click.echo(" ".join(f"{k}={v}" for k, v in result.items() if not isinstance(v, (list, dict))))
 
 
-def decode_doc(sp: TokenSpace, doc: EncodedDocument, out: str | None) -> dict:
-    """Decode a validated document by modality with space `sp` (whose hash the caller checked)."""
-    if doc.modality not in sp.modalities:
-        raise InputError(f"{doc.where}: modality {doc.modality} is not in space {sp.name!r}, which has "
-                         f"{', '.join(sp.modalities)}")
+def decode_doc(tok: Tokenizer, doc: EncodedDocument, out: str | None) -> dict:
+    """Decode a validated document with its modality's codec of `tok` (whose space hash the caller checked):
+    the codec's summary, plus `unpinned` when the document records unpinned assets."""
+    if doc.modality not in tok.modalities:
+        raise InputError(f"{doc.where}: modality {doc.modality} is not in space {tok.space.name!r}, which has "
+                         f"{', '.join(tok.modalities)}")
     try:
-        return _decode_by_modality(sp, doc, out)
+        result = tok.codec(doc.modality).decode_to_file(doc.ids, out, doc.typed_meta, where=doc.where)
     except TokenRangeError as err:  # a bad ID or stream: name the document it is in
         raise TokenRangeError(f"{doc.where}: {err}") from None
-
-
-def _decode_by_modality(sp: TokenSpace, doc: EncodedDocument, out: str | None) -> dict:
-    if doc.modality == "text":
-        from .text import TextCodec
-
-        return {"modality": "text", "text": TextCodec.from_space(sp).decode(doc.ids)}
-    if doc.modality == "audio":
-        from .audio.cli import decode_audio_doc
-
-        return decode_audio_doc(sp, doc, out)
-    if doc.modality == "image":
-        from .image.commands import decode_image_doc
-
-        return decode_image_doc(sp, doc, out)
-    raise InputError(f"{doc.where}: `uti decode` cannot decode modality {doc.modality!r}; "
-                     "it decodes text, image and audio")
+    return {**result, "unpinned": list(doc.unpinned)} if doc.unpinned else result
 
 
 from .audio.cli import audio as _audio_group  # noqa: E402  (`uti audio ...`)

@@ -7,26 +7,31 @@ A modality codec (subclass of `ModalityCodec`, registered with `@register_codec(
   padding``, so a codec's `rank` and the order of its sizes are part of the ABI (changing them moves IDs);
 * its specials and stream layout: ``<|m_start|> content <|m_end|>`` plus the gen marker ``<|gen_m|>``,
   and the specials that may sit inside its block (`content_specials`);
-* what inputs it claims (`accepts`), encoding to global IDs, strict decoding of one block;
+* what inputs it claims (`accepts`) and which files (`file_suffixes`), encoding to global IDs, strict
+  decoding of one block, and writing a decoded block to a file (`decode_to_file`, what `uti decode` runs);
+* the schema of the `meta` its encoded documents carry (`meta_type`, a frozen dataclass checked by
+  `uti.document`);
 * the generation grammar of its block (`block_grammar`: a small state machine walked by
   `tokenlm.constraints.Grammar`).
 
 Class-level methods need only the ABI section (no assets), so the space, the sequence builder and the
-grammar use them without loading any model; an instance is bound to a `TokenSpace` and loads its assets on
-first use. The built-in codecs (text, image, audio) live in `uti.modalities` and are registered on first
-use of the registry, so `import uti` stays light.
+grammar use them without loading any model; an instance is bound to a `TokenSpace` and to the run options
+`device`, `dtype` and `strict`, and loads its assets on first use (or at `load()`). The built-in codecs
+(text, image, audio) live in `uti.modalities` and are registered on first use of the registry, so
+`import uti` stays light.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Protocol, TypeVar
 
-from .errors import ConfigError, SpaceError
+from .errors import ConfigError, InputError, SpaceError
 
-__all__ = ["ModalityCodec", "BlockGrammar", "register_codec", "unregister_codec", "codec_class", "codec_classes",
-           "present_codecs", "code_tokens", "Ranges"]
+__all__ = ["ModalityCodec", "BlockGrammar", "NoMeta", "register_codec", "unregister_codec", "codec_class",
+           "codec_classes", "present_codecs", "code_tokens", "Ranges"]
 
 Ranges = list[tuple[int, int]]  # half-open [start, stop) ID ranges
 _BUILTINS = ("uti.modalities.text", "uti.modalities.image", "uti.modalities.audio")
@@ -50,6 +55,11 @@ class BlockGrammar(Protocol):
         """These rules as JSON-ready data (for `tokenlm export-rules`)."""
 
 
+@dataclasses.dataclass(frozen=True)
+class NoMeta:
+    """The `meta_type` of a codec whose documents carry no metadata (`meta` must be `{}`)."""
+
+
 class ModalityCodec:
     """Base class of a modality codec (see the module doc). Subclasses override what their modality needs."""
 
@@ -58,6 +68,7 @@ class ModalityCodec:
     short: ClassVar[str] = ""  # task-name abbreviation ("i" in "i2t"); the modality name always works too
     asset_keys: ClassVar[tuple[str, ...]] = ()
     before_specials: ClassVar[bool] = False  # text only: its range precedes the special range
+    meta_type: ClassVar[type] = NoMeta  # frozen dataclass of its documents' `meta` (fields typed, see uti.document)
 
     # --- ABI (no assets needed) ----------------------------------------------------------------------
     @classmethod
@@ -110,9 +121,16 @@ class ModalityCodec:
         return False
 
     # --- bound to a space ----------------------------------------------------------------------------
-    def __init__(self, space: Any) -> None:
+    def __init__(self, space: Any, *, device: Any = "cpu", dtype: Any = None, strict: bool = False) -> None:
+        """`device`/`dtype` place the codec's model (dtype None: its default); `strict` refuses inputs the
+        decoder had to repair (`uti encode --strict`)."""
         self.space = space
         self.section = space.abi.get(self.modality)
+        self.device, self.dtype, self.strict = device, dtype, strict
+
+    def load(self) -> None:
+        """Load the assets now (they load on first use otherwise). Batch encoding calls this in the main thread
+        before its worker threads start: building a model (transformers' lazy imports) is not thread-safe."""
 
     def range_keys(self) -> list[str]:
         return [name for name, _ in self.range_sizes(self.section)]
@@ -133,6 +151,15 @@ class ModalityCodec:
         """Strictly decode one block (markers included) to this modality's value."""
         raise NotImplementedError
 
+    def decode_to_file(self, ids: list[int], out: str | None, meta: Any, where: str = "document") -> dict[str, Any]:
+        """Decode the IDs of one document (`meta`: its `meta_type` instance, checked against what the IDs give)
+        and, when `out` is given, write the decoded value there; a JSON-ready summary (what `uti decode`
+        prints). This default decodes strictly and writes nothing."""
+        if out:
+            raise InputError(f"{where}: the {self.modality} codec cannot write decoded output to a file; drop --out")
+        self.decode_block(ids)
+        return {"modality": self.modality, "num_ids": len(ids)}
+
     def block_grammar(self) -> BlockGrammar | None:
         """The block's generation rules. None (text) means no block state: the codec's IDs are legal outside
         any block (`outside`), and its start marker does not open a block in the grammar."""
@@ -152,6 +179,8 @@ def register_codec(name: str, *, rank: int = 100, short: str = "") -> Callable[[
     def deco(cls: C) -> C:
         if not (isinstance(cls, type) and issubclass(cls, ModalityCodec)):
             raise ConfigError(f"register_codec({name!r}) needs a ModalityCodec subclass, got {cls!r}")
+        if not (isinstance(cls.meta_type, type) and dataclasses.is_dataclass(cls.meta_type)):
+            raise ConfigError(f"register_codec({name!r}): meta_type must be a dataclass, got {cls.meta_type!r}")
         old = _REGISTRY.get(name)
         if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
             raise ConfigError(f"a codec {old.__qualname__} is already registered for {name!r}; unregister it first")

@@ -1,13 +1,15 @@
 """The encoded document: the JSON that `uti encode` writes and `uti decode` reads, built and parsed only here.
 
     {"token_space": {"name": "tiny", "hash": "<32 hex>"}, "modality": "text" | "image" | "audio",
-     "ids": [int, ...], "meta": {...}}
+     "ids": [int, ...], "meta": {...}[, "unpinned": ["vision_tower", ...]]}
 
 A document is hostile input. `read_document` bounds the file size before reading, refuses NaN/Infinity,
 duplicate keys, over-long integers and deep nesting with one line, and `EncodedDocument` checks every field
 by type before anything uses it: `ids` is a flat list of integers (never booleans, floats or strings) in
-[0, 2**31), and `meta` has exactly the typed fields its modality declares (`META_TYPES`). Nothing is
-coerced: `1.5`, `"258"`, `true` or `num_samples: 1000.7` refuse the document.
+[0, 2**31), `modality` names a registered codec, and `meta` has exactly the typed fields that codec
+declares (`ModalityCodec.meta_type`), so a new modality needs no edit here. Nothing is coerced: `1.5`,
+`"258"`, `true` or `num_samples: 1000.7` refuse the document. `unpinned` (present only when non-empty) lists
+the assets the encoder used without a pinned content hash (`uti encode --allow-unpinned`).
 
 `document_space` picks the space to decode with: the one the user named (a name or a path), else the
 registered space the document names (a name is never opened as a path); the hashes must match.
@@ -31,18 +33,14 @@ from .errors import HashMismatchError, InputError, SpaceError
 from .io import atomic_write_text
 
 __all__ = [
-    "AudioMeta",
     "EncodedDocument",
-    "ImageMeta",
     "MAX_DOCUMENT_BYTES",
     "MAX_IDS",
-    "META_TYPES",
-    "TextMeta",
-    "ViewMeta",
+    "at_least",
     "document_space",
+    "meta_type",
     "parse_document",
     "read_document",
-    "register_modality",
     "write_document",
 ]
 
@@ -51,7 +49,8 @@ MAX_IDS = 2**23  #: ~ 58 min of 8-level EnCodec audio at 75 Hz; a longer stream 
 ID_LIMIT = 2**31  #: every ID lies in [0, ID_LIMIT) whatever the space
 MAX_LIST = 4096  #: longest list inside `meta`
 _INT64 = 2**63
-_KEYS = ("token_space", "modality", "ids", "meta")
+_KEYS = ("token_space", "modality", "ids", "meta", "unpinned")
+MAX_UNPINNED = 32  #: a space names at most 32 assets
 _SPACE_KEYS = ("name", "hash")
 _HASH = re.compile(r"[0-9a-f]{32}")
 _SHOW = reprlib.Repr()
@@ -59,65 +58,18 @@ _SHOW.maxstring = _SHOW.maxother = _SHOW.maxlong = 40
 _SPACE_HINT = "give the space file with --space PATH/token_space.json"
 
 
-# --- typed meta, one dataclass per modality ---------------------------------------------------------
+# --- typed meta: each codec owns the dataclass of its documents' meta (`ModalityCodec.meta_type`) ---------
 
-@dataclass(frozen=True)
-class TextMeta:
-    chars: int | None = None  # characters of the encoded text
+def meta_type(modality: str) -> type | None:
+    """The dataclass the `meta` of a `modality` document must match: the registered codec's `meta_type`
+    (None when no codec is registered under that exact name)."""
+    from .codecs import codec_classes
 
-    def __post_init__(self) -> None:
-        _at_least(self, "chars", 0)
-
-
-@dataclass(frozen=True)
-class AudioMeta:
-    sample_rate: int | None = None
-    num_samples: int | None = None  # samples at the codec rate; decoding trims to it
-    channels: int | None = None
-    frames: int | None = None
-    source: str | None = None  # the input file's name
-
-    def __post_init__(self) -> None:
-        for name, low in (("sample_rate", 1), ("num_samples", 0), ("channels", 1), ("frames", 0)):
-            _at_least(self, name, low)
+    return next((c.meta_type for c in codec_classes() if c.modality == modality), None)
 
 
-@dataclass(frozen=True)
-class ViewMeta:
-    kind: str
-    index: int
-    yaw: float | None = None
-    pitch: float | None = None
-    fov: float | None = None
-
-
-@dataclass(frozen=True)
-class ImageMeta:
-    kind: Literal["panorama", "plain"] | None = None
-    input_size: list[int] | None = None  # [height, width] of the input image
-    layout: dict[str, Any] | None = None  # the space's layout abi (the decoder checks it is that)
-    views: list[ViewMeta] | None = None
-    grid: list[int] | None = None  # patches per view side, [g, g]
-
-    def __post_init__(self) -> None:
-        for name in ("input_size", "grid"):
-            pair = getattr(self, name)
-            if pair is not None and (len(pair) != 2 or min(pair) < 1):
-                raise InputError(f"{name} must be two positive integers, got {_SHOW.repr(pair)}")
-
-
-#: modality -> the dataclass its `meta` must match; `register_modality` adds codecs' own modalities.
-META_TYPES: dict[str, type] = {"text": TextMeta, "image": ImageMeta, "audio": AudioMeta}
-
-
-def register_modality(modality: str, meta_type: type) -> None:
-    """Accept documents of `modality` whose `meta` matches dataclass `meta_type` (fields typed as above)."""
-    if not dataclasses.is_dataclass(meta_type):
-        raise TypeError(f"meta_type of {modality!r} must be a dataclass, got {meta_type!r}")
-    META_TYPES[modality] = meta_type
-
-
-def _at_least(obj: Any, name: str, low: int) -> None:
+def at_least(obj: Any, name: str, low: int) -> None:
+    """For a meta dataclass's `__post_init__`: field `name` of `obj`, when set, must be >= `low`."""
     value = getattr(obj, name)
     if value is not None and value < low:
         raise InputError(f"{name} must be >= {low}, got {value}")
@@ -193,7 +145,8 @@ def _describe(value: Any) -> str:
 
 @dataclass(frozen=True)
 class EncodedDocument:
-    """One encoded item: the space it was made with (name and hash), its modality, its IDs and meta.
+    """One encoded item: the space it was made with (name and hash), its modality, its IDs and meta, and the
+    assets it was encoded with unpinned.
 
     Construction validates every field (see the module doc); `where` (a path or `<stdin>`) only names the
     source in messages.
@@ -205,7 +158,8 @@ class EncodedDocument:
     ids: list[int]
     meta: dict[str, Any] = field(default_factory=dict)
     where: str = field(default="encoded document", compare=False, repr=False)
-    typed_meta: Any = field(init=False, compare=False, repr=False)  # the META_TYPES dataclass of `meta`
+    unpinned: tuple[str, ...] = ()  # asset keys used without a pinned content hash (--allow-unpinned)
+    typed_meta: Any = field(init=False, compare=False, repr=False)  # the codec's `meta_type` instance of `meta`
 
     def __post_init__(self) -> None:
         _check_ids(self.ids, self.where)
@@ -215,21 +169,31 @@ class EncodedDocument:
         if type(self.space_hash) is not str or not _HASH.fullmatch(self.space_hash):
             raise InputError(f"{self.where}: token_space.hash must be 32 lowercase hex digits, "
                              f"got {_describe(self.space_hash)}")
-        if type(self.modality) is not str or self.modality not in META_TYPES:
-            raise InputError(f"{self.where}: modality must be one of {', '.join(sorted(META_TYPES))}, "
-                             f"got {_describe(self.modality)}")
+        schema = meta_type(self.modality) if type(self.modality) is str else None
+        if schema is None:
+            from .codecs import codec_classes
+
+            raise InputError(f"{self.where}: modality must be one of "
+                             f"{', '.join(sorted(c.modality for c in codec_classes()))}, got {_describe(self.modality)}")
+        if type(self.unpinned) is not tuple or len(self.unpinned) > MAX_UNPINNED or not all(
+                type(k) is str and 0 < len(k) <= 64 for k in self.unpinned):
+            raise InputError(f"{self.where}: unpinned must be a list of at most {MAX_UNPINNED} asset names "
+                             f"(strings of 1..64 characters), got {_describe(list(self.unpinned))}")
         try:
-            typed = _dataclass(META_TYPES[self.modality], self.meta, "meta")
+            typed = _dataclass(schema, self.meta, "meta")
         except InputError as err:
             raise InputError(f"{self.where}: {err}") from None
         object.__setattr__(self, "typed_meta", typed)
 
     @classmethod
-    def for_space(cls, space: Any, modality: str, ids: Any, meta: dict[str, Any] | None = None) -> EncodedDocument:
-        """The document of `ids` (any integer sequence an encoder returns) made with `space`."""
+    def for_space(cls, space: Any, modality: str, ids: Any, meta: dict[str, Any] | None = None,
+                  unpinned: Any = ()) -> EncodedDocument:
+        """The document of `ids` (any integer sequence an encoder returns) made with `space`; `unpinned`: the
+        asset keys the encoder used unpinned (`TokenSpace.unpinned_used`)."""
         if any(isinstance(i, bool) for i in ids):
             raise InputError("IDs must be integers, not booleans")
-        return cls(space.name, space.hash, modality, [operator.index(i) for i in ids], dict(meta or {}))
+        return cls(space.name, space.hash, modality, [operator.index(i) for i in ids], dict(meta or {}),
+                   unpinned=tuple(sorted(unpinned)))
 
     @classmethod
     def from_json(cls, obj: Any, where: str = "encoded document") -> EncodedDocument:
@@ -247,11 +211,18 @@ class EncodedDocument:
         if type(space) is not dict or set(space) != set(_SPACE_KEYS):
             raise InputError(f"{where}: token_space must be an object with exactly the keys name and hash, "
                              f"got {_describe(space)}")
-        return cls(space["name"], space["hash"], obj["modality"], obj["ids"], obj.get("meta", {}), where)
+        unpinned = obj.get("unpinned", [])
+        if type(unpinned) is not list:
+            raise InputError(f"{where}: unpinned must be a list of asset names, got {_describe(unpinned)}")
+        return cls(space["name"], space["hash"], obj["modality"], obj["ids"], obj.get("meta", {}), where,
+                   tuple(unpinned))
 
     def to_json(self) -> dict[str, Any]:
-        return {"token_space": {"name": self.space_name, "hash": self.space_hash}, "modality": self.modality,
-                "ids": list(self.ids), "meta": dict(self.meta)}
+        out = {"token_space": {"name": self.space_name, "hash": self.space_hash}, "modality": self.modality,
+               "ids": list(self.ids), "meta": dict(self.meta)}
+        if self.unpinned:  # only documents made with --allow-unpinned carry the key
+            out["unpinned"] = list(self.unpinned)
+        return out
 
     def dumps(self) -> str:
         """The document as one line of JSON (what `uti encode --json` prints and `--out` writes)."""

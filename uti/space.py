@@ -27,7 +27,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -275,7 +275,8 @@ class TokenSpace:
 
     Build with `TokenSpace.named(name)` (the registry of installed spaces), `TokenSpace.from_path(path)`,
     `TokenSpace.load(ref)` (a CLI `--space` argument: a name, else an existing path) or `TokenSpace.from_abi`.
-    `allow_unpinned` (default False) lets consumers use assets whose pin is null (see `check_asset`).
+    `allow_unpinned` (default False) lets consumers use assets whose pin is null (see `check_asset`);
+    `unpinned_used` collects the keys of those it let through, so outputs can record them.
     """
 
     def __init__(self, abi: dict, *, name: str, assets: dict | None = None, description: str = "",
@@ -289,6 +290,7 @@ class TokenSpace:
         self.description = description
         self.path = Path(path) if path is not None else None
         self.allow_unpinned = False
+        self.unpinned_used: set[str] = set()
         self.hash = hash_json(abi)
         self.ranges, self.total = derive_ranges(abi)
         start = self.ranges["special"].start
@@ -450,6 +452,8 @@ class TokenSpace:
         if actual_hash is None and asset.pinned_hash is not None:
             actual_hash = content_hash(asset)
         check_pin(asset, actual_hash, space=self.label, allow_unpinned=allow)
+        if asset.pin_field is not None and asset.pinned_hash is None:  # allowed unpinned: outputs record it
+            self.unpinned_used.add(key)
         return asset.path_or_id
 
     def asset(self, key: str) -> Path | str:
@@ -533,12 +537,3 @@ def identity_diff(pinned: Any, actual: Any, prefix: str = "", ignore: frozenset[
         return [d for k in keys for d in identity_diff(pinned.get(k), actual.get(k), f"{prefix}{k}.", ignore)
                 ] if keys else []
     return [] if pinned == actual else [f"{prefix.rstrip('.')}: space has {pinned!r}, asset has {actual!r}"]
-
-
-def check_ids(space: TokenSpace, ids: Sequence[int]) -> None:
-    """Every ID lies in [0, total) and outside the padding range."""
-    arr = _as_array(ids)
-    if arr.size and (arr.min() < 0 or arr.max() >= space.ranges["padding"].start):
-        bad = int(arr[(arr < 0) | (arr >= space.ranges["padding"].start)].flat[0])
-        raise TokenRangeError(f"ID {bad} is outside the used IDs [0, {space.ranges['padding'].start}) of space {space.name!r}")
-

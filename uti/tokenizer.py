@@ -8,7 +8,8 @@
 It sits on the codec registry (`uti.codecs`): `encode` asks each codec the space holds, in layout order,
 whether it `accepts` the item, so nothing here branches on a modality name. A `str` is always text; give
 files as `pathlib.Path`. Codecs are created on first use and load their assets (tokenizer, vision tower,
-audio codec) lazily, so a text-only user never loads a tower.
+audio codec) lazily, so a text-only user never loads a tower. The run options `device`, `dtype` and `strict`
+(see `ModalityCodec`) go to every codec the tokenizer creates.
 
 `decode` splits a stream into segments in order: a block ``<|m_start|> .. <|m_end|>`` of a codec the
 space holds is decoded strictly by that codec; runs of text IDs become text segments (a
@@ -20,6 +21,7 @@ blocks raise TokenRangeError.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Sequence
 
 from .codecs import ModalityCodec, codec_classes, present_codecs
@@ -33,22 +35,32 @@ __all__ = ["Tokenizer"]
 class Tokenizer:
     """Text, images and audio <-> global IDs of one token space (see the module doc)."""
 
-    def __init__(self, space: TokenSpace) -> None:
+    def __init__(self, space: TokenSpace, *, device: Any = "cpu", dtype: Any = None, strict: bool = False) -> None:
         self.space = space
+        self._run = {"device": device, "dtype": dtype, "strict": strict}
         self._codecs: dict[str, ModalityCodec] = {}
         self._classes = present_codecs(space.abi)
         self._starts = {space.special_id(c.markers()[0]): c for c in self._classes}
         self._names = {i: n for n, i in space.specials.items()}
 
     @classmethod
-    def from_space(cls, name_or_path: str | os.PathLike | TokenSpace) -> "Tokenizer":
-        """The tokenizer of a shipped space name (`tiny`), a space file/folder path, or a loaded `TokenSpace`."""
-        return cls(name_or_path if isinstance(name_or_path, TokenSpace) else TokenSpace.load(name_or_path))
+    def from_space(cls, name_or_path: str | os.PathLike | TokenSpace, *, device: Any = "cpu", dtype: Any = None,
+                   strict: bool = False) -> "Tokenizer":
+        """The tokenizer of a shipped space name (`tiny`), a space file/folder path, or a loaded `TokenSpace`
+        (whose `allow_unpinned` the codecs obey). `device`/`dtype` place the codecs' models (dtype None: each
+        codec's default, float32); `strict` refuses inputs the decoder had to repair (e.g. a corrupt JPEG)."""
+        space = name_or_path if isinstance(name_or_path, TokenSpace) else TokenSpace.load(name_or_path)
+        return cls(space, device=device, dtype=dtype, strict=strict)
 
     @property
     def modalities(self) -> list[str]:
         """The modalities this space holds, in layout order."""
         return [c.modality for c in self._classes]
+
+    @property
+    def unpinned_used(self) -> list[str]:
+        """Keys of the assets used so far without a pinned content hash (only with `space.allow_unpinned`)."""
+        return sorted(self.space.unpinned_used)
 
     def file_suffixes(self) -> tuple[str, ...]:
         """Suffixes of the files this space's codecs read (for listing a folder in batch mode)."""
@@ -61,7 +73,7 @@ class Tokenizer:
             if cls is None:
                 raise InputError(f"token space {self.space.name!r} has no {modality} section (it holds "
                                  f"{', '.join(self.modalities)}); use a space built with a {modality} codec")
-            self._codecs[modality] = cls(self.space)
+            self._codecs[modality] = cls(self.space, **self._run)
         return self._codecs[modality]
 
     def codec_for(self, item: Any) -> ModalityCodec:
@@ -72,6 +84,9 @@ class Tokenizer:
         other = next((c.modality for c in codec_classes() if c not in self._classes and c.accepts(item)), None)
         if other is not None:
             raise InputError(f"token space {self.space.name!r} has no {other} section; use a space with a {other} codec")
+        if isinstance(item, os.PathLike):
+            raise InputError(f"{item}: unsupported file type {Path(item).suffix!r}; space {self.space.name!r} reads "
+                             f"{', '.join(self.file_suffixes()) or 'no files'}")
         raise InputError(f"cannot encode a {type(item).__name__}; give a str (text), a pathlib.Path to an image or "
                          "audio file, a PIL image, an (H, W, 3) uint8 array or a uti.Audio")
 

@@ -7,15 +7,35 @@ Inputs: a `pathlib.Path` to an audio file or a `uti.Audio` (resampled and mixed 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import specials as S
 from ..codecs import ModalityCodec, Ranges, register_codec
-from ..errors import SpaceError
+from ..document import at_least
+from ..errors import InputError, SpaceError
 from ..items import Audio
 
-__all__ = ["AudioModality", "AudioGrammar"]
+__all__ = ["AUDIO_SUFFIXES", "AudioMeta", "AudioModality", "AudioGrammar"]
+
+#: File suffixes read as audio (anything libsndfile reads; unreadable files fail cleanly).
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+
+
+@dataclass(frozen=True)
+class AudioMeta:
+    """The `meta` of an audio document."""
+
+    sample_rate: int | None = None
+    num_samples: int | None = None  # samples at the codec rate; decoding trims to it
+    channels: int | None = None
+    frames: int | None = None
+    source: str | None = None  # the input file's name
+
+    def __post_init__(self) -> None:
+        for name, low in (("sample_rate", 1), ("num_samples", 0), ("channels", 1), ("frames", 0)):
+            at_least(self, name, low)
 
 
 class AudioGrammar:
@@ -65,6 +85,7 @@ class AudioModality(ModalityCodec):
     """`uti.audio.codec.AudioCodec` (loaded on first encode/decode) behind the registry."""
 
     asset_keys = ("audio_codec",)
+    meta_type = AudioMeta
 
     @classmethod
     def build_section(cls, section_cfg: dict[str, Any], assets: dict[str, Path | str]) -> dict[str, Any]:
@@ -82,40 +103,42 @@ class AudioModality(ModalityCodec):
 
     @classmethod
     def file_suffixes(cls) -> tuple[str, ...]:
-        from ..audio.cli import AUDIO_SUFFIXES
-
         return AUDIO_SUFFIXES
 
     @classmethod
     def accepts(cls, item: Any) -> bool:
         if isinstance(item, Audio):
             return True
-        if isinstance(item, Path):
-            from ..audio.cli import is_audio_path
+        return isinstance(item, Path) and item.suffix.lower() in AUDIO_SUFFIXES
 
-            return is_audio_path(item)
-        return False
-
-    def __init__(self, space: Any) -> None:
-        super().__init__(space)
+    def __init__(self, space: Any, **run: Any) -> None:
+        super().__init__(space, **run)
         self._codec: Any = None
 
     @property
     def codec(self) -> Any:
+        """The space's `AudioCodec` (on `device` in `dtype`, default float32), built on first use. `strict` has
+        no effect: audio files that need repairs are always refused."""
         if self._codec is None:
+            import torch
+
             from ..audio.codec import AudioCodec
 
-            self._codec = AudioCodec.from_space(self.space)
+            self._codec = AudioCodec.from_space(self.space, device=self.device, dtype=self.dtype or torch.float32)
         return self._codec
+
+    def load(self) -> None:
+        self.codec
 
     def encode(self, item: Path | Audio) -> list[int]:
         return self.encode_with_meta(item)[0]
 
     def encode_with_meta(self, item: Path | Audio) -> tuple[list[int], dict[str, Any]]:
-        """Global IDs of one audio item and its metadata (sample rate, samples, frames)."""
+        """Global IDs of one audio item and its metadata (sample rate, samples, frames; a file's name)."""
         codec = self.codec
         if isinstance(item, Path):
             encoded = codec.encode_file(item)
+            return codec.to_ids(encoded), {**encoded.meta, "source": item.name}
         else:
             import soxr
 
@@ -131,6 +154,23 @@ class AudioModality(ModalityCodec):
         """The waveform [channels, samples] of one audio block at the codec's rate."""
         encoded = self.codec.from_ids(ids)
         return Audio(self.codec.decode(encoded).numpy(), self.codec.sample_rate)
+
+    def decode_to_file(self, ids: list[int], out: str | None, meta: AudioMeta,
+                       where: str = "document") -> dict[str, Any]:
+        """Decode an audio document to the waveform file `out` (atomic write, chunk by chunk). The meta must
+        agree with the codec (sample rate, channels, frames); `num_samples` trims the end."""
+        if not out:
+            raise InputError("decoding audio needs --out FILE (.wav, .flac or .ogg)")
+        codec = self.codec
+        enc = codec.from_ids(ids, {} if meta.num_samples is None else {"num_samples": meta.num_samples})
+        found = {"sample_rate": codec.sample_rate, "channels": codec.channels, "frames": int(enc.codes.shape[1])}
+        for key, value in found.items():
+            if getattr(meta, key) not in (None, value):
+                raise InputError(f"{where}: meta.{key} is {getattr(meta, key)}, but the IDs and the space's codec "
+                                 f"give {value}; the document was edited or belongs to another codec")
+        n = codec.decode_to_file(enc, out)
+        return {"modality": self.modality, "out": str(out), "sample_rate": codec.sample_rate, "num_samples": n,
+                "seconds": round(n / codec.sample_rate, 3), "frames": int(enc.codes.shape[1])}
 
     def block_grammar(self) -> AudioGrammar:
         sp = self.space

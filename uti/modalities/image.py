@@ -10,16 +10,62 @@ A plain (non-2:1) image is one view. Inputs: a `pathlib.Path` to an image file, 
 
 from __future__ import annotations
 
+import reprlib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from .. import specials as S
 from ..codecs import ModalityCodec, Ranges, register_codec
-from ..errors import HashMismatchError, SpaceError
+from ..errors import InputError, SpaceError
 
-__all__ = ["ImageModality", "ImageGrammar", "codes_per_view"]
+__all__ = ["ImageMeta", "ImageModality", "ImageGrammar", "ViewMeta", "codes_per_view", "is_image_file"]
+
+_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
+
+
+@dataclass(frozen=True)
+class ViewMeta:
+    """One view of an encoded image (`ImageMeta.views`)."""
+
+    kind: str
+    index: int
+    yaw: float | None = None
+    pitch: float | None = None
+    fov: float | None = None
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """The `meta` of an image document (what `ImageCodec.encode` records)."""
+
+    kind: Literal["panorama", "plain"] | None = None
+    input_size: list[int] | None = None  # [height, width] of the input image
+    layout: dict[str, Any] | None = None  # the space's layout abi (the decoder checks it is that)
+    views: list[ViewMeta] | None = None
+    grid: list[int] | None = None  # patches per view side, [g, g]
+
+    def __post_init__(self) -> None:
+        for name in ("input_size", "grid"):
+            pair = getattr(self, name)
+            if pair is not None and (len(pair) != 2 or min(pair) < 1):
+                raise InputError(f"{name} must be two positive integers, got {reprlib.repr(pair)}")
+
+
+def is_image_file(path: Path) -> bool:
+    """An image by extension, or by its first bytes (JPEG, PNG, GIF, BMP, TIFF, WebP)."""
+    from ..image.codec import IMAGE_EXTENSIONS
+
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return True
+    try:
+        with path.open("rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
 def codes_per_view(image_abi: dict) -> int:
@@ -75,6 +121,7 @@ class ImageModality(ModalityCodec):
     """`uti.image.codec.ImageCodec` (tower + codebook, loaded on first encode) behind the registry."""
 
     asset_keys = ("vision_tower", "codebook")
+    meta_type = ImageMeta
 
     @classmethod
     def build_section(cls, section_cfg: dict[str, Any], assets: dict[str, Path | str]) -> dict[str, Any]:
@@ -113,29 +160,33 @@ class ImageModality(ModalityCodec):
         if isinstance(item, np.ndarray):
             return item.ndim == 3 and item.shape[2] == 3 and item.dtype == np.uint8
         if isinstance(item, Path):
-            from ..image.commands import is_image_file
-
             return is_image_file(item)
         return type(item).__module__.startswith("PIL.") and hasattr(item, "getbands")
 
-    def __init__(self, space: Any) -> None:
-        super().__init__(space)
+    def __init__(self, space: Any, **run: Any) -> None:
+        super().__init__(space, **run)
         self._codec: Any = None
         self._codebook: Any = None
 
     @property
     def codec(self) -> Any:
+        """The space's `ImageCodec` (tower on `device` in `dtype`, default float32), built on first use."""
         if self._codec is None:
+            import torch
+
             from ..image.codec import ImageCodec
 
-            self._codec = ImageCodec.from_space(self.space)
+            self._codec = ImageCodec.from_space(self.space, device=self.device, dtype=self.dtype or torch.float32)
         return self._codec
+
+    def load(self) -> None:
+        self.codec
 
     def _rgb(self, item: Any) -> np.ndarray:
         from ..image.load import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, _check_size, _to_rgb, load_image
 
         if isinstance(item, Path):
-            return load_image(item)
+            return load_image(item, strict=self.strict)
         if isinstance(item, np.ndarray):
             return item
         from PIL import ImageOps
@@ -177,9 +228,7 @@ class ImageModality(ModalityCodec):
 
             self.space.require_assets("codebook")
             cb = Codebook.load(self.space.asset("codebook"))
-            if cb.content_hash() != self.section["codebook"]["hash"]:
-                raise HashMismatchError(f"codebook {self.space.asset('codebook')} hashes to {cb.content_hash()}, but "
-                                        f"space {self.space.name!r} pins {self.section['codebook']['hash']}")
+            self.space.check_asset("codebook", cb.content_hash())  # the one pin check (uti.assets.check_pin)
             self._codebook = cb
         return self._codebook
 
@@ -188,10 +237,41 @@ class ImageModality(ModalityCodec):
         from ..image.codec import decode_codes, from_ids
         from ..image.layout import Layout
 
+        codebook = self.codebook  # its pin is checked before the IDs are used
         encoded = from_ids(ids, self.space)
-        dec = decode_codes(encoded.codes, self.codebook, Layout.from_abi(self.section["layout"]),
-                           int(self.section["grid"][0]))
+        dec = decode_codes(encoded.codes, codebook, Layout.from_abi(self.section["layout"]), int(self.section["grid"][0]))
         return {"codes": encoded.codes, **dec}
+
+    def decode_to_file(self, ids: list[int], out: str | None, meta: ImageMeta,
+                       where: str = "document") -> dict[str, Any]:
+        """Decode an image document (its meta must agree with the space and the IDs) to a summary; with `out`,
+        features/codes/lon/lat are saved there as safetensors."""
+        import json
+
+        from ..image.codec import from_ids
+        from ..io import atomic_save_safetensors
+
+        if meta.layout is not None and meta.layout != self.section["layout"]:
+            raise InputError(f"{where}: meta.layout differs from the image layout of space {self.space.name!r}; "
+                             "the document was edited or made with another layout")
+        encoded = from_ids(ids, self.space)  # checked before anything is written to `out`
+        found = {"kind": encoded.meta["kind"], "grid": list(encoded.meta["grid"]), "views": int(encoded.codes.shape[0])}
+        for key, value in found.items():
+            have = getattr(meta, key)
+            have = len(have) if key == "views" and have is not None else have
+            if have not in (None, value):
+                raise InputError(f"{where}: meta.{key} says {have}, but the IDs decode to {value}; "
+                                 "the document was edited")
+        dec = self.decode_block(ids)
+        result = {"modality": self.modality, "kind": dec["kind"], "num_views": len(dec["views"]), "grid": dec["grid"],
+                  "feature_dim": self.codebook.dim, "views": dec["views"]}
+        if out:
+            tensors = {"features": dec["features"], "codes": dec["codes"]}
+            tensors.update({k: dec[k].float() for k in ("lon", "lat") if k in dec})
+            atomic_save_safetensors(out, tensors, {"token_space_hash": self.space.hash,
+                                                   "views": json.dumps(dec["views"])})
+            result["out"] = str(out)
+        return result
 
     def block_grammar(self) -> ImageGrammar:
         sid, r = self.space.special_id, self.space.ranges["image"]

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ..codecs import ModalityCodec, Ranges, register_codec
-from ..errors import TokenRangeError
+from ..document import at_least
+from ..errors import InputError, TokenRangeError
 
-__all__ = ["TextModality"]
+__all__ = ["TextMeta", "TextModality"]
+
+
+@dataclass(frozen=True)
+class TextMeta:
+    """The `meta` of a text document."""
+
+    chars: int | None = None  # characters of the encoded text
+
+    def __post_init__(self) -> None:
+        at_least(self, "chars", 0)
 
 
 @register_codec("text", rank=0, short="t")
@@ -16,6 +28,7 @@ class TextModality(ModalityCodec):
 
     asset_keys = ("tokenizer", "base_model")
     before_specials = True
+    meta_type = TextMeta
 
     @classmethod
     def range_sizes(cls, section: dict[str, Any]) -> list[tuple[str, int]]:
@@ -25,9 +38,12 @@ class TextModality(ModalityCodec):
     def accepts(cls, item: Any) -> bool:
         return isinstance(item, str)
 
-    def __init__(self, space: Any) -> None:
-        super().__init__(space)
+    def __init__(self, space: Any, **run: Any) -> None:
+        super().__init__(space, **run)
         self._codec: Any = None
+
+    def load(self) -> None:
+        self.codec
 
     @property
     def codec(self) -> Any:
@@ -41,6 +57,9 @@ class TextModality(ModalityCodec):
         """Bare text IDs (no markers), as `uti encode --text` writes them."""
         return self.codec.encode(item)
 
+    def encode_with_meta(self, item: str) -> tuple[list[int], dict[str, Any]]:
+        return self.encode(item), {"chars": len(item)}
+
     def decode_block(self, ids: list[int]) -> str:
         """Text of `ids`, with or without the text markers around them."""
         start, end = (self.space.special_id(n) for n in self.markers())
@@ -51,6 +70,19 @@ class TextModality(ModalityCodec):
         if bad:
             raise TokenRangeError(f"ID {bad[0]} inside a text block is not a text ID; expected [{text.start}, {text.stop})")
         return self.codec.decode(ids)
+
+    def decode_to_file(self, ids: list[int], out: str | None, meta: Any, where: str = "document") -> dict[str, Any]:
+        """The text of a document's IDs; with `out`, also written there (UTF-8, atomically)."""
+        text = self.decode_block(ids)
+        if out:
+            from ..io import atomic_write_text
+
+            try:
+                atomic_write_text(out, text)
+            except OSError as err:
+                raise InputError(f"{out}: cannot write ({err.strerror or err}); choose another --out") from None
+            return {"modality": self.modality, "text": text, "out": str(out)}
+        return {"modality": self.modality, "text": text}
 
     def outside(self, text_limit: int | None = None) -> Ranges:
         """Text IDs [0, V) (or [0, text_limit)) and the text markers and gen marker."""

@@ -96,7 +96,7 @@ def test_every_kind_verifies_ok(built):
     assert code == 0, lines
     assert [line.split()[:3] for line in lines] == [["ok", k, str(built[k])] for k in KINDS] + \
         [["ok", "rows", str(built["rows_hub"])]]
-    assert "base=checked" in lines[3] and "base=base not checked" in lines[6]
+    assert "base=checked" in lines[3] and "base not checked" in lines[6]
 
 
 def test_kind_is_read_from_content_not_name(built, tmp_path):

@@ -39,7 +39,7 @@ __all__ = ["KINDS", "Result", "detect_kind", "verify_artifact", "verify_artifact
 
 MAX_SNIFF_BYTES = 64 * 2**20  #: a JSON artifact larger than this is no artifact `uti verify` knows
 MAX_TOKENIZER_BYTES = 256 * 2**20  #: an exported tokenizer.json larger than this is refused before parsing
-BASE_NOT_CHECKED = "base not checked"
+BASE_NOT_CHECKED = "not checked"  # the base model is not on this machine
 
 
 class VerifyError(UTIError):
@@ -62,8 +62,7 @@ class Result:
         """`ok KIND PATH k=v ...` or `BAD KIND PATH: reason`."""
         if not self.ok:
             return f"BAD {self.kind} {self.path}: {self.reason}"
-        shown = " ".join(f"{k}={','.join(f'{a}:{b}' for a, b in v.items()) or 'none'}" if isinstance(v, dict)
-                         else f"{k}={v}" for k, v in self.details.items())
+        shown = " ".join(_show_detail(k, v) for k, v in self.details.items())
         return f"ok {self.kind} {self.path} {shown}".rstrip()
 
     def to_json(self) -> dict[str, Any]:
@@ -71,6 +70,13 @@ class Result:
         if not self.ok:
             out["error"] = self.reason
         return out
+
+
+def _show_detail(key: str, value: Any) -> str:
+    """`key=value`; a mapping as `key=a:x,b:y`; a phrase as `key phrase` (e.g. `base not checked`)."""
+    if isinstance(value, dict):
+        return f"{key}={','.join(f'{k}:{v}' for k, v in value.items()) or 'none'}"
+    return f"{key} {value}" if " " in str(value) else f"{key}={value}"
 
 
 # --- detection --------------------------------------------------------------------------------------
@@ -295,9 +301,16 @@ def verify_export(path: str | os.PathLike, space: TokenSpace) -> dict[str, Any]:
     beyond = [i for i in sorted(added) if i >= space.ranges["padding"].start]
     if diff or beyond:
         i = (diff or beyond)[0]
-        raise VerifyError(f"{folder / 'tokenizer.json'}: added token at ID {i} is {added.get(i)}, space "
-                          f"{space.name!r} has {want.get(i)} ({len(diff) + len(beyond)} ID(s) differ); export again")
+        raise VerifyError(f"{folder / 'tokenizer.json'}: added token {i} is {_show_token(added.get(i))}, space "
+                          f"{space.name!r} has {_show_token(want.get(i))} ({len(diff) + len(beyond)} ID(s) differ); "
+                          "export again with the space")
     return {"hash": space.hash, "vocab_size": vocab, "code_tokens": len(want)}
+
+
+def _show_token(token: tuple[str, bool] | None) -> str:
+    if token is None:
+        return "none"
+    return f"{token[0][:40]!r}" + (" (special)" if token[1] else "")
 
 
 def _added_tokens(path: Path) -> dict[int, tuple[str, bool]]:

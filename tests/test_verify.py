@@ -18,6 +18,7 @@ import torch
 from click.testing import CliRunner
 
 from connectors.checkpoint import save_connector
+from connectors.inject import ImageTokenIds
 from connectors.testing import TINY_IDS, tiny_connector, tiny_llm
 from connectors.vlm import ContinuousVLM
 from tests.hostile import assert_one_line_error, run_cli
@@ -149,6 +150,10 @@ def test_shard_drift(built, tmp_path):
     marker.write_text(json.dumps({**done, "failed": [{"path": "x.jpg", "reason": "broken"}]}))
     code, lines = _verify(failed, "--space", built["space"])
     assert code == 1 and "1 input(s) failed" in lines[0]
+    orphan = _copy(built, "shards", tmp_path / "o")
+    sorted(orphan.glob("part-*.safetensors"))[-1].unlink()
+    code, lines = _verify(orphan, "--space", built["space"])
+    assert code == 1 and "has no shard" in lines[0]
 
 
 def test_rows_drift(built, tmp_path):
@@ -189,6 +194,24 @@ def test_connector_drift(built, tmp_path):
     save_connector(ContinuousVLM(tiny_llm(), tiny_connector(), TINY_IDS), unrecorded, TOWER)
     code, lines = _verify(unrecorded, "--space", built["space"])
     assert code == 1 and "records no token space hash" in lines[0]
+    other_ids = tmp_path / "ids"
+    ids = ImageTokenIds(start=TINY_IDS.end, end=TINY_IDS.start, patch=TINY_IDS.patch, base_vocab_size=512)
+    space = TokenSpace.from_path(built["space"])
+    save_connector(ContinuousVLM(tiny_llm(), tiny_connector(), ids), other_ids, TOWER, space_hash=space.hash)
+    code, lines = _verify(other_ids, "--space", built["space"])
+    assert code == 1 and "image IDs" in lines[0]
+
+
+def test_connector_tower_must_be_the_one_the_space_pins(tmp_path):
+    """The shipped tiny space pins a vision tower: a connector trained on another one is BAD."""
+    tiny = TokenSpace.from_path(Path(__file__).resolve().parent.parent / "token_spaces" / "tiny")
+    tower = tiny.abi["image"]["tower"]
+    vlm = ContinuousVLM(tiny_llm(), tiny_connector(in_dim=tower["hidden_size"]), TINY_IDS)
+    save_connector(vlm, tmp_path / "same", tower, space_hash=tiny.hash)
+    save_connector(vlm, tmp_path / "other", {**tower, "weights_hash": "cd" * 16}, space_hash=tiny.hash)
+    code, lines = _verify(tmp_path / "same", tmp_path / "other", "--space", tiny.path)
+    assert code == 1 and lines[0].startswith("ok connector"), lines
+    assert lines[1].startswith("BAD connector") and "tower" in lines[1] and "weights_hash" in lines[1]
 
 
 def test_export_with_a_changed_added_token_is_bad(built, tmp_path):

@@ -150,6 +150,11 @@ def test_shard_drift(built, tmp_path):
     marker.write_text(json.dumps({**done, "failed": [{"path": "x.jpg", "reason": "broken"}]}))
     code, lines = _verify(failed, "--space", built["space"])
     assert code == 1 and "1 input(s) failed" in lines[0]
+    other = _copy(built, "shards", tmp_path / "s")
+    marker = sorted(other.glob("*.done.json"))[0]
+    marker.write_text(json.dumps({**done, "token_space_hash": "e" * 32}))
+    code, lines = _verify(other, "--space", built["space"])
+    assert code == 1 and "e" * 32 in lines[0]
     orphan = _copy(built, "shards", tmp_path / "o")
     sorted(orphan.glob("part-*.safetensors"))[-1].unlink()
     code, lines = _verify(orphan, "--space", built["space"])
@@ -225,7 +230,15 @@ def test_export_with_a_changed_added_token_is_bad(built, tmp_path):
     config = _copy(built, "export", tmp_path / "c")
     cfg = json.loads((config / "config.json").read_text())
     (config / "config.json").write_text(json.dumps({**cfg, "vocab_size": cfg["vocab_size"] + 128}))
-    assert "vocab_size" in _verify(config, "--space", built["space"])[1][0]
+    code, lines = _verify(config, "--space", built["space"])
+    assert code == 1 and lines[0].startswith("BAD export") and "vocab_size" in lines[0]
+
+
+def test_document_ids_outside_the_space_are_bad(built, tmp_path):
+    space = TokenSpace.from_path(built["space"])
+    write_document(tmp_path / "doc.json", EncodedDocument.for_space(space, "text", [5, space.total], {}))
+    code, lines = _verify(tmp_path / "doc.json", "--space", built["space"])
+    assert code == 1 and f"ID {space.total} is outside" in lines[0]
 
 
 @pytest.mark.parametrize("content", [b"", b"\xff\xfe", b"[1, 2]", b'{"a": ' * 5000, b'{"token_space": 1, "ids": 2}',

@@ -30,7 +30,7 @@ from uti.batch import run_batch
 from uti.cli import main
 from uti.document import EncodedDocument, write_document
 from uti.space import TokenSpace
-from uti.verify import verify_artifact, verify_artifacts
+from uti.verify import verify_artifact
 
 TOWER = {"name": "tiny-tower", "weights_hash": "ab" * 16, "hidden_size": 32, "feature_layer": -1}
 
@@ -54,7 +54,8 @@ def _encode(path: str) -> tuple[list[int], dict]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("verify")
-    space, other = _space(root / "space"), _space(root / "other", audio=(2, 32))
+    space = _space(root / "space")
+    _space(root / "other", audio=(2, 32))  # another space: another hash
     write_document(root / "doc.json", EncodedDocument.for_space(space, "text", [5, 6, 7], {"chars": 3}))
     (root / "in").mkdir()
     for k in range(3):

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from .errors import HashMismatchError, InputError, MissingAssetError, TokenRangeError, UTIError
 from .space import TokenSpace
 
-__all__ = ["KINDS", "Result", "detect_kind", "verify_artifact", "verify_artifacts", "verify_connector",
+__all__ = ["KINDS", "Result", "VerifyError", "detect_kind", "verify_artifact", "verify_artifacts", "verify_connector",
            "verify_document", "verify_export", "verify_rows", "verify_shards", "verify_space_file",
            "verify_space_assets"]
 
@@ -206,7 +206,8 @@ def verify_shards(path: str | os.PathLike, space: TokenSpace) -> dict[str, Any]:
             raise VerifyError(f"{shard.path}: {len(done.failed)} input(s) failed (first: {done.failed[0]['path']}); "
                               "fix or remove them and rerun `uti encode` with the same --out")
         shards, items = shards + 1, items + len(shard)
-    orphans = [m.name for m in folder.glob("part-*.safetensors.done.json") if not m.with_name(m.name.removesuffix(".done.json")).is_file()]
+    markers = folder.glob("part-*.safetensors.done.json")
+    orphans = [m.name for m in markers if not m.with_name(m.name.removesuffix(".done.json")).is_file()]
     if orphans:
         raise VerifyError(f"{folder}: marker {orphans[0]} has no shard; rerun `uti encode` with the same --out")
     return {"hash": space.hash, "shards": shards, "items": items}

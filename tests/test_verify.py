@@ -251,6 +251,17 @@ def test_hostile_files_are_bad_lines(built, tmp_path, content):
     assert code == 1 and len(lines) == 2 and lines[0].startswith("BAD ") and lines[1].startswith("ok document")
 
 
+@pytest.mark.parametrize("name,content", [("trainable_rows.json", b"{}"), ("connector.json", b"[1]"),
+                                          ("tokenlm_export.json", b'{"format": "tokenlm-export"}'),
+                                          ("part-0-of-1-00000.safetensors", b"\xff" * 8 + b"{}"),
+                                          ("part-0-of-1-00000.safetensors.done.json", b"{}"),
+                                          ("trainable_rows.pt", b"\x80\x04not a pickle")])
+def test_hostile_folders_are_bad_lines(built, tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    code, lines = _verify(tmp_path, "--space", built["space"])
+    assert code == 1 and len(lines) == 1 and lines[0].startswith("BAD "), lines
+
+
 def test_mixed_list_and_json(built, tmp_path):
     missing = tmp_path / "missing"
     res = CliRunner().invoke(main, ["verify", str(built["document"]), str(missing), str(built["shards"]),

@@ -106,6 +106,27 @@ def space_build(config: str, out: str, as_json: bool) -> None:
         click.echo(f"wrote {sp.path}  hash {sp.hash}  total {sp.total}")
 
 
+@main.command()
+@click.argument("artifacts", nargs=-1, required=True, type=click.Path())
+@click.option("--space", "space_ref", required=True,
+              help="The token space the artifacts must match: a shipped name or a path to token_space.json.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per artifact.")
+def verify(artifacts: tuple[str, ...], space_ref: str, as_json: bool) -> None:
+    """Check each ARTIFACT (space file, encoded document, shard folder, rows or connector checkpoint, exported
+    model; the kind is read from its content) against SPACE and its pinned assets; one line per artifact.
+    Exit 0 when all match, 1 when any does not (for CI)."""
+    from .verify import verify_artifacts
+
+    results = verify_artifacts(list(artifacts), TokenSpace.load(space_ref))
+    for result in results:
+        if as_json:
+            emit_json(result.to_json())
+        else:
+            click.echo(result.line())
+    if not all(r.ok for r in results):
+        raise SystemExit(1)
+
+
 def encode_text(tok: Tokenizer, text: str) -> EncodedDocument:
     """`uti encode --text` document."""
     return _document(tok, text)

@@ -30,16 +30,11 @@ from typing import Any
 
 import torch
 
-from uti import specials as S
 from uti.codecs import codec_classes
 from uti.errors import TokenRangeError
-from uti.modalities.image import codes_per_view
 from uti.space import TokenSpace
 
-__all__ = ["Grammar", "TokenSpaceLogitsProcessor", "export_rules", "codes_per_view", "OUTSIDE_MARKERS"]
-
-#: The markers legal outside any block in a space with the built-in codecs (each codec declares its own).
-OUTSIDE_MARKERS = (S.TEXT_START, S.TEXT_END, S.IMAGE_START, S.AUDIO_START, S.GEN_TEXT, S.GEN_IMAGE, S.GEN_AUDIO)
+__all__ = ["Grammar", "TokenSpaceLogitsProcessor", "export_rules"]
 
 
 @dataclass

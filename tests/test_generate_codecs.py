@@ -58,3 +58,18 @@ def test_audio_condition_and_decoded_audio_file(tiny_space, tmp_path):
     assert seg["path"] == str(tmp_path / "audio_0.wav") and seg["frames"] == (len(audio) - 2) // 4
     assert seg["samples"] == len(wav) == seg["frames"] * 320 and rate == 24000
     assert seg["complete"] and seg["num_ids"] == len(audio)
+
+
+def test_split_stream_cuts_a_block_at_the_next_blocks_start(tiny_space):
+    """A stream the grammar allows: `<|text_start|>` opens no grammar block, so an image may follow it
+    before `<|text_end|>`; the image block is still found (before: swallowed by the open text block)."""
+    from tokenlm.generate import split_stream
+
+    sid, img = tiny_space.special_id, tiny_space.ranges["image"].start
+    image = [sid(S.IMAGE_START), sid(S.VIEW_GLOBAL), *[img] * 16, sid(S.IMAGE_END)]
+    stream = [sid(S.GEN_TEXT), sid(S.TEXT_START), 40, *image, 41, sid(S.TEXT_END)]
+    segs = split_stream(tiny_space, stream)
+    assert [(s.modality, s.complete, len(s.ids)) for s in segs] == [("text", False, 2), ("image", True, 19),
+                                                                    ("text", True, 1)]
+    with pytest.raises(UTIError, match="has no <\\|text_end\\|> before the next block"):
+        Tokenizer(tiny_space).split(stream)

@@ -27,11 +27,15 @@ def good(tmp_path_factory) -> dict:
     from tokenlm.model import apply_stage, grow_model
     from tokenlm.testing import tiny_qwen3, tiny_space
     from uti.space import TokenSpace
+    from uti.text import load_tokenizer, tokenizer_hash
 
     root = tmp_path_factory.mktemp("hostile_ckpt")
     tiny_qwen3().save_pretrained(root / "base")
-    tokenizer = Path(__file__).resolve().parent.parent / "token_spaces" / "tiny" / "tokenizer.json"
-    space = TokenSpace.from_abi(tiny_space().abi, name="test", assets={"tokenizer": str(tokenizer)})
+    tokenizer = root / "tokenizer.json"  # assets live inside the space folder (the asset rule)
+    shutil.copy(Path(__file__).resolve().parent.parent / "token_spaces" / "tiny" / "tokenizer.json", tokenizer)
+    abi = tiny_space().abi
+    abi["text"]["tokenizer_hash"] = tokenizer_hash(load_tokenizer(tokenizer))  # pinned: used without --allow-unpinned
+    space = TokenSpace.from_abi(abi, name="test", assets={"tokenizer": str(tokenizer)})
     space.save(root / "space.json")
     model = apply_stage(grow_model(tiny_qwen3(), space), "lora")
     with torch.no_grad():

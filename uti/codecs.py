@@ -9,7 +9,9 @@ A modality codec (subclass of `ModalityCodec`, registered with `@register_codec(
   and the specials that may sit inside its block (`content_specials`);
 * what inputs it claims (`accepts`), encoding to global IDs, strict decoding of one block;
 * the generation grammar of its block (`block_grammar`: a small state machine walked by
-  `tokenlm.constraints.Grammar`).
+  `tokenlm.constraints.Grammar`), and what `tokenlm` asks of a block besides: its default length
+  (`default_new_tokens`), how a budget closes it (`budget_close`), a report of a decoded block
+  (`summary`), and vectors describing its codes for initialising LM rows (`vector_ranges`, `code_vectors`).
 
 Class-level methods need only the ABI section (no assets), so the space, the sequence builder and the
 grammar use them without loading any model; an instance is bound to a `TokenSpace` and loads its assets on

@@ -58,7 +58,8 @@ def _space(ref: str | None) -> TokenSpace | None:
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0.0, min_open=True))
 @click.option("--top-k", default=None, type=click.IntRange(1), help="Sample from the k most likely legal IDs.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write decoded files here (audio segments as wav).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Write decoded files here (audio segments as wav).")
 @BASE_OPTION
 @SPACE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")

@@ -8,11 +8,11 @@ Sources are given as a list of paths:
 * a JSONL file of records, one object per line:
   ``{"text": "..."}`` (task text), ``{"image": "pano.jpg", "caption": "..."}`` (tasks i2t / t2i),
   ``{"audio": "bell.wav", "caption": "..."}`` (tasks a2t / t2a); any registered codec's modality name is
-  a media key the same way (``{"depth": ..., "caption": ...}`` makes depth2t / t2depth). The media path names a shard item: it is
-  matched against the shards' sources by resolved path (relative paths are relative to the JSONL's
-  folder), else by file name when that is unique. A record may carry the IDs inline instead
-  (``"image_ids": [...]`` / ``"audio_ids": [...]`` / ``"<modality>_ids"``, global IDs of the space, as `uti encode --json` prints
-  them). Every line is checked against one schema (`RECORD_KEYS`) before anything is built: unknown keys
+  a media key the same way (``{"depth": ..., "caption": ...}`` makes depth2t / t2depth). The media path
+  names a shard item: it is matched against the shards' sources by resolved path (relative paths are
+  relative to the JSONL's folder), else by file name when that is unique. A record may carry the IDs
+  inline instead (``"image_ids": [...]`` / ``"audio_ids": [...]`` / ``"<modality>_ids"``, global IDs of
+  the space, as `uti encode --json` prints them). Every line is checked against one schema (`RECORD_KEYS`) before anything is built: unknown keys
   (listing the valid ones), strings that are not strings, IDs that are not integers (floats, strings,
   bools, nested lists) are refused with `file:line` in one line; nothing is coerced.
 

@@ -157,7 +157,8 @@ def init_new_rows(base_weight: torch.Tensor, space: Any, init: str, codebook: to
         for name, cb in vectors.items():
             r = space.ranges[name]
             if cb.dim() != 2 or cb.shape[0] != len(r):
-                raise GrowthError(f"codebook has shape {tuple(cb.shape)}, expected ({len(r)}, dim) for the {name} range")
+                raise GrowthError(f"codebook has shape {tuple(cb.shape)}, expected ({len(r)}, dim) for the {name} "
+                                  "range")
             rows[r.start - v:r.stop - v] = _codebook_rows(base_weight, cb, gen)
     return rows
 

@@ -131,8 +131,9 @@ class Tokenizer:
             nxt = next((j for j in range(k + 1, len(ids)) if ids[j] == end or ids[j] in self._starts), len(ids))
             stop = nxt if nxt < len(ids) and ids[nxt] == end else None  # blocks never nest: a start cuts it
             if stop is None and not partial:
-                raise TokenRangeError(f"{cls.markers()[0]} at index {k} has no {cls.markers()[1]} before "
-                                      f"{'the next block' if nxt < len(ids) else 'the end'}; blocks are closed and never nest")
+                where = "the next block" if nxt < len(ids) else "the end"
+                raise TokenRangeError(f"{cls.markers()[0]} at index {k} has no {cls.markers()[1]} before {where}; "
+                                      "blocks are closed and never nest")
             block = ids[k:nxt] if stop is None else ids[k:stop + 1]
             segments.append(Segment(cls.modality, None, block, complete=stop is not None))
             k += len(block)

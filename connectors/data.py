@@ -11,11 +11,11 @@ from typing import Callable, Sequence
 
 import torch
 
+from uti.sequence import IGNORE_INDEX
+
 from .inject import ImageTokenIds, ViewFeatures, expand_image_placeholders
 
 __all__ = ["CaptionExample", "collate_captions", "shuffled_images"]
-
-IGNORE = -100
 
 
 @dataclass
@@ -33,17 +33,17 @@ def collate_captions(
 ) -> dict[str, object]:
     """Examples -> {"input_ids" (B, S), "attention_mask" (B, S), "labels" (B, S), "images": [ViewFeatures]}.
 
-    Right-padded with `pad_id`; labels are -100 on prompt, image and padding positions.
+    Right-padded with `pad_id`; labels are `IGNORE_INDEX` (-100) on prompt, image and padding positions.
     """
     rows, labels = [], []
     for ex in examples:
         prompt = expand_image_placeholders(ex.prompt, encode, ids, [tokens_per_view * ex.image.num_views])
         target = list(encode(ex.target)) + ([eos_id] if eos_id is not None else [])
         rows.append(prompt + target)
-        labels.append([IGNORE] * len(prompt) + target)
+        labels.append([IGNORE_INDEX] * len(prompt) + target)
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    label_t = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    label_t = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, (r, lab) in enumerate(zip(rows, labels)):
         input_ids[i, : len(r)] = torch.tensor(r)

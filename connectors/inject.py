@@ -29,13 +29,14 @@ class ImageTokenIds:
 
     @classmethod
     def from_space(cls, space: Any) -> "ImageTokenIds":
-        """Read the IDs from a `uti.space.TokenSpace`."""
-        return cls(
-            start=space.special_id("<|image_start|>"),
-            end=space.special_id("<|image_end|>"),
-            patch=space.special_id("<|image_patch|>"),
-            base_vocab_size=int(space.abi["text"]["base_vocab_size"]),
-        )
+        """Read the IDs from a `uti.space.TokenSpace`: the image codec's markers (`uti.codecs`), its patch
+        placeholder and the end of the text range."""
+        from uti import specials as S
+        from uti.codecs import codec_class
+
+        start, end = codec_class("image").markers()  # this track is the continuous image track
+        return cls(start=space.special_id(start), end=space.special_id(end), patch=space.special_id(S.IMAGE_PATCH),
+                   base_vocab_size=int(space.ranges["text"].stop))
 
 
 @dataclass

@@ -32,9 +32,10 @@ from tokenlm.run_dir import check_facts, prepare_out
 from uti.config import to_dict
 from uti.hashing import canonical_json, hash_tensors
 from uti.io import atomic_write_text
+from uti.sequence import IGNORE_INDEX as IGNORE
 
 from .checkpoint import checkpoint_tensors, save_connector
-from .data import IGNORE, CaptionExample, collate_captions, shuffled_images
+from .data import CaptionExample, collate_captions, shuffled_images
 from .errors import ConnectorError
 from .train_state import latest_step_dir, load_optimizer, prune_step_dirs, read_state, save_optimizer, write_state
 from .vlm import ContinuousVLM, add_lora

@@ -116,15 +116,15 @@ def test_unpinned_asset_is_refused_unless_allowed(tmp_path, caplog):
 
 
 def test_a_changed_asset_is_refused_by_every_consumer(tmp_path):
-    from tokenlm.model import _load_codebook
+    from tokenlm.model import code_vectors
     from uti.modalities.image import ImageModality
     from uti.text import TextCodec
 
     sp = TokenSpace.from_path(make_space(tmp_path / "s"))
-    assert _load_codebook(sp).shape[0] == sp.abi["image"]["codebook_size"]
+    assert code_vectors(sp)["image"].shape[0] == sp.abi["image"]["codebook_size"]
     _perturb_codebook(tmp_path / "s" / "codebook.safetensors")
     with pytest.raises(HashMismatchError, match="abi.image.codebook.hash"):
-        _load_codebook(sp)  # row initialisation checked no hash before
+        code_vectors(sp)  # row initialisation (init="codebook") checked no hash before
     with pytest.raises(HashMismatchError, match="abi.image.codebook.hash"):
         ImageModality(sp).decode_block([])  # what `uti decode` of an image runs
     tok = json.loads((tmp_path / "s" / "tokenizer.json").read_text())

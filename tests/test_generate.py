@@ -57,12 +57,12 @@ def _check_with_uti(space, row):
     starts = [r.start for r in space.audio_ranges]
     blocks = 0
     for seg in split_stream(space, row):
-        if seg["modality"] == "image" and seg["complete"]:
-            codes = image_from_ids(seg["ids"], space).codes
+        if seg.modality == "image" and seg.complete:
+            codes = image_from_ids(seg.ids, space).codes
             assert codes.shape == (5, 4)
             blocks += 1
-        elif seg["modality"] == "audio" and seg["complete"]:
-            codes = ids_to_codes(seg["ids"][1:-1], starts, audio["codebook_size"], audio["order"],
+        elif seg.modality == "audio" and seg.complete:
+            codes = ids_to_codes(seg.ids[1:-1], starts, audio["codebook_size"], audio["order"],
                                  space.special_id(S.PAD))
             assert codes.shape[0] == audio["num_codebooks"] and codes.shape[1] >= 1
             blocks += 1

@@ -4,13 +4,14 @@ grammar-constrained generation and decode, with no change to `uti`, `tokenlm` or
 
 The toy codec: an (H, W) float depth map (metres) is averaged over a G x G grid and each cell quantised to
 one of K levels in [0, max_depth); its block is ``<|depth_start|> c_0 .. c_{G*G-1} <|depth_end|>``.
-Training uses the library pieces directly (`grow_model`, `apply_stage`, `pack`, `collate`,
-`ChunkedLossLM`): `tokenlm train` reads shards written by `uti encode`, whose CLI picks the modality by
-hand until the callers are migrated to `uti.Tokenizer`.
+Training goes through `tokenlm train` (`tokenlm.train.train`) on JSONL records that carry the toy items
+inline (`{"depth_ids": [...], "caption": ...}`: the record schema takes every registered modality), and
+generation through `tokenlm.generate` (prompt, budget, stop and decode all come from the codec).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,15 +21,18 @@ import numpy as np
 import pytest
 import torch
 
+from tokenlm.checkpoint import load_rows
 from tokenlm.constraints import Grammar, TokenSpaceLogitsProcessor, _Walk, export_rules
-from tokenlm.data import collate
-from tokenlm.model import ChunkedLossLM, apply_stage, grow_model, trainable_row_params
+from tokenlm.data import RECORD_KEYS, DataError, build_sequences, read_records
+from tokenlm.generate import build_prompt_ids, continued_stream, decode_stream, generate_ids
+from tokenlm.model import grow_model, load_base, trainable_row_params
 from tokenlm.testing import tiny_qwen3
+from tokenlm.train import TrainConfig, train
 from uti import ModalityCodec, Segment, Tokenizer, register_codec
 from uti.build import SpaceConfig, TextConfig, build_space
 from uti.codecs import unregister_codec
 from uti.errors import ConfigError, InputError, SpaceError, TokenRangeError
-from uti.sequence import TASKS, build_prompt, build_sequence, pack
+from uti.sequence import TASKS, build_prompt, build_sequence
 from uti.space import TokenSpace, spaces_dir
 
 
@@ -111,15 +115,21 @@ def depth():
 
 
 @pytest.fixture(scope="module")
-def space(depth, tmp_path_factory) -> TokenSpace:
-    """text (the tiny tokenizer) + depth, built by `uti.build` and reloaded from disk (hash and ranges checked)."""
+def space_root(depth, tmp_path_factory) -> Path:
+    """The folder of a text (the tiny tokenizer) + depth space built by `uti.build`."""
     root = tmp_path_factory.mktemp("toy")
     shutil.copy(spaces_dir() / "tiny" / "tokenizer.json", root / "tokenizer.json")
     cfg = SpaceConfig(name="toy", text=TextConfig(tokenizer="tokenizer.json", base_vocab_size=512),
                       assets={"tokenizer": "tokenizer.json"}, codecs={"depth": {"levels": 8, "grid": 2}},
                       pad_to_multiple=64)
     build_space(cfg, root).save(root / "token_space.json")
-    return TokenSpace.load(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def space(space_root) -> TokenSpace:
+    """The toy space reloaded from disk (hash and ranges checked)."""
+    return TokenSpace.load(space_root)
 
 
 def _depth_map(seed: int) -> DepthMap:
@@ -190,50 +200,56 @@ def test_sequence_builder_depth_tasks(space):
         build_sequence(space, "t2depth", target=[5, 6, 7, 8], condition=text)
 
 
-def _rows(space: TokenSpace, tok: Tokenizer) -> list:
-    seqs = []
-    for k in range(6):
-        ids, text = tok.encode(_depth_map(10 + k)), tok.encode(f"room {k}")
-        seqs += [build_sequence(space, "depth2t", target=text, condition=ids),
-                 build_sequence(space, "t2depth", target=ids, condition=text)]
-    return pack(seqs, 64, space.special_id("<|pad|>"))
+def _records(path: Path, tok: Tokenizer) -> Path:
+    """A JSONL of depth records with inline IDs (`depth_ids`, the key the depth codec's registration adds)."""
+    lines = [json.dumps({"depth_ids": tok.encode(_depth_map(10 + k)), "caption": f"room {k}"}) for k in range(6)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
-def test_train_generate_decode(space):
+def test_records_take_the_registered_modality(space, tmp_path):
+    tok = Tokenizer.from_space(space)
+    assert "depth" in RECORD_KEYS and "depth_ids" in RECORD_KEYS
+    recs = read_records(_records(tmp_path / "d.jsonl", tok))
+    seqs = build_sequences(recs, space, ("depth2t", "t2depth"))
+    assert [s.task for s in seqs[:2]] == ["depth2t", "t2depth"]
+    assert list(seqs[0].input_ids[:6]) == tok.encode(_depth_map(10))
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"volume": "v.bin", "caption": "x"}) + "\n")
+    with pytest.raises(DataError, match="unknown key.*valid keys: .*depth, depth_ids"):
+        read_records(tmp_path / "bad.jsonl")
+
+
+@pytest.mark.slow
+def test_train_generate_decode(space, space_root, tmp_path):
+    """Two rows-stage steps of `tokenlm train` (records with depth IDs), then `tokenlm.generate` and decode."""
     torch.manual_seed(0)
     torch.set_num_threads(1)
     tok = Tokenizer.from_space(space)
-    model = apply_stage(grow_model(tiny_qwen3(vocab=512), space), "rows")
+    tiny_qwen3(vocab=512).save_pretrained(tmp_path / "base")
+    cfg = TrainConfig(out=str(tmp_path / "run"), data=(str(_records(tmp_path / "d.jsonl", tok)),),
+                      space=str(space_root), base=str(tmp_path / "base"), tasks=("depth2t", "t2depth"),
+                      steps=2, batch_size=2, max_len=64, lr=1e-2, schedule="constant", progress=False)
+    res = train(cfg)
+    assert len(res.losses) == 2 and all(np.isfinite(res.losses)) and res.losses[1] < res.losses[0]
+    before = trainable_row_params(grow_model(load_base(str(tmp_path / "base")), space, seed=cfg.seed))
+    model = load_rows(load_base(str(tmp_path / "base")), tmp_path / "run", space).eval()
     rows = trainable_row_params(model)
-    before = {k: v.detach().clone() for k, v in rows.items()}
-    base = model.get_input_embeddings().base.weight.detach().clone()
-    loss_model = ChunkedLossLM(model)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    batch = collate(_rows(space, tok))
-    losses = []
-    for _ in range(2):  # two rows-stage steps
-        loss, count = loss_model(**batch)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        losses.append(float(loss.detach()))
-    assert all(np.isfinite(losses)) and losses[1] < losses[0]
     d = space.ranges["depth"]
     v = space.ranges["text"].stop
     assert not torch.equal(rows["embed_rows"][d.start - v:d.stop - v], before["embed_rows"][d.start - v:d.stop - v])
-    assert torch.equal(model.get_input_embeddings().base.weight, base)  # rows stage: base rows frozen
+    assert torch.equal(model.get_input_embeddings().base.weight,
+                       load_base(str(tmp_path / "base")).get_input_embeddings().weight)  # rows stage: base frozen
 
-    prompt = build_prompt(space, "t2depth", tok.encode("room 3"))
+    prompt = build_prompt_ids(space, "room 3", target="depth")
+    assert prompt == build_prompt(space, "t2depth", tok.encode("room 3"))
     proc = TokenSpaceLogitsProcessor(space)
     scores = proc(torch.tensor([prompt]), torch.zeros(1, space.total))
     assert torch.isfinite(scores[0]).nonzero().flatten().tolist() == list(range(d.start, d.stop))
-    model.eval()
-    out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                         max_new_tokens=5, do_sample=False, logits_processor=[TokenSpaceLogitsProcessor(space)],
-                         pad_token_id=0, eos_token_id=None)
-    new = out[0, len(prompt):].tolist()
-    assert all(i in d for i in new[:4]) and new[4] == space.special_id("<|depth_end|>")
-    segs = tok.decode(out[0].tolist())
+    new = generate_ids(model, space, prompt, target="depth", do_sample=False)
+    assert all(i in d for i in new[:4]) and new[4:] == [space.special_id("<|depth_end|>")]
+    stream = continued_stream(space, prompt, new)
+    assert decode_stream(space, stream) == [{"modality": "depth", "num_ids": 6, "complete": True}]
+    segs = tok.decode(prompt + new)
     assert [s.modality for s in segs] == ["text", "special", "depth"] and segs[1].value == "<|gen_depth|>"
     assert isinstance(segs[2], Segment) and segs[2].value.values.shape == (2, 2)
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from conftest import ASSETS
-from hostile import assert_one_line_error, run_cli
+from hostile import run_cli
 from tokenlm.data import RECORD_KEYS, DataError, build_rows, build_sequences, read_records
 from uti.sequence import SequenceTooLongError
 

@@ -42,11 +42,14 @@ def _space(ref: str | None) -> TokenSpace | None:
 
 @main.command()
 @ROWS_OPTION
-@click.option("--prompt", default="", help="Text prompt (the condition for image/audio targets).")
-@click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Condition on this image (caption it).")
-@click.option("--audio", type=click.Path(exists=True, dir_okay=False), help="Condition on this audio file.")
-@click.option("--target", type=click.Choice(["text", "image", "audio"]), default="text", show_default=True,
-              help="Modality to generate.")
+@click.option("--prompt", default="", help="Text prompt (the condition for a non-text target).")
+@click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False),
+              help="Condition on this file (caption it): an image, an audio file, or any file a codec of the space "
+                   "reads; the space's tokenizer tells which by its suffix.")
+@click.option("--image", type=click.Path(exists=True, dir_okay=False), help="Alias of --input.")
+@click.option("--audio", type=click.Path(exists=True, dir_okay=False), help="Alias of --input.")
+@click.option("--target", default="text", show_default=True,
+              help="Modality to generate: text, or any modality the space holds (image, audio, ...).")
 @click.option("--max-new-tokens", default=None, type=click.IntRange(1),
               help="Most IDs to generate. [default: one whole block of --target: image = every view of the "
                    "layout (154 for tiny), audio = 5 s of frames, text = 256; generation also stops at the "
@@ -55,25 +58,32 @@ def _space(ref: str | None) -> TokenSpace | None:
 @click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0.0, min_open=True))
 @click.option("--top-k", default=None, type=click.IntRange(1), help="Sample from the k most likely legal IDs.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write decoded audio here.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Write decoded files here (audio segments as wav).")
 @BASE_OPTION
 @SPACE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @DEVICE_OPTION
 @click.option("--dtype", default=None, type=click.Choice(DTYPES),
               help="Run the model in this dtype. [default: the checkpoint's]")
-def generate(rows_dir: str, prompt: str, image: str | None, audio: str | None, target: str,
+def generate(rows_dir: str, prompt: str, input_path: str | None, image: str | None, audio: str | None, target: str,
              max_new_tokens: int | None, greedy: bool, temperature: float, top_k: int | None, seed: int,
              out_dir: str | None, base: str | None, space_ref: str | None, as_json: bool, device: str,
              dtype: str | None) -> None:
     """Load base + rows (hashes checked) and generate under the token space's grammar."""
+    from uti.errors import InputError
+
     from .generate import (base_end_of_text, build_prompt_ids, continued_stream, decode_stream, generate_ids,
                            load_generator)
 
+    given = [p for p in (input_path, image, audio) if p is not None]
+    if len(given) > 1:
+        raise InputError("give at most one condition file (--input, or its aliases --image / --audio)")
     dev = parse_device(device)
     model, space, manifest = load_generator(rows_dir, base=base, space=_space(space_ref))
     model = model.to(device=dev, dtype=parse_dtype(dtype) if dtype else None)
-    prompt_ids = build_prompt_ids(space, prompt, image=image, audio=audio, target=target)
+    condition = Path(given[0]) if given else None
+    prompt_ids = build_prompt_ids(space, prompt, condition, target=target)
     new = generate_ids(model, space, prompt_ids, max_new_tokens=max_new_tokens, target=target,
                        do_sample=not greedy, temperature=temperature, top_k=top_k, seed=seed)
     body = new[:-1] if target == "text" and new and new[-1] in base_end_of_text(model, space) else new

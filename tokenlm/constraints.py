@@ -32,10 +32,9 @@ import torch
 
 from uti.codecs import codec_classes
 from uti.errors import TokenRangeError
-from uti.modalities.image import codes_per_view
 from uti.space import TokenSpace
 
-__all__ = ["Grammar", "TokenSpaceLogitsProcessor", "export_rules", "codes_per_view"]
+__all__ = ["Grammar", "TokenSpaceLogitsProcessor", "export_rules"]
 
 
 @dataclass

@@ -7,11 +7,12 @@ Sources are given as a list of paths:
   its source path.
 * a JSONL file of records, one object per line:
   ``{"text": "..."}`` (task text), ``{"image": "pano.jpg", "caption": "..."}`` (tasks i2t / t2i),
-  ``{"audio": "bell.wav", "caption": "..."}`` (tasks a2t / t2a). The media path names a shard item: it is
-  matched against the shards' sources by resolved path (relative paths are relative to the JSONL's
-  folder), else by file name when that is unique. A record may carry the IDs inline instead
-  (``"image_ids": [...]`` / ``"audio_ids": [...]``, global IDs of the space, as `uti encode --json` prints
-  them). Every line is checked against one schema (`RECORD_KEYS`) before anything is built: unknown keys
+  ``{"audio": "bell.wav", "caption": "..."}`` (tasks a2t / t2a); any registered codec's modality name is
+  a media key the same way (``{"depth": ..., "caption": ...}`` makes depth2t / t2depth). The media path
+  names a shard item: it is matched against the shards' sources by resolved path (relative paths are
+  relative to the JSONL's folder), else by file name when that is unique. A record may carry the IDs
+  inline instead (``"image_ids": [...]`` / ``"audio_ids": [...]`` / ``"<modality>_ids"``, global IDs of
+  the space, as `uti encode --json` prints them). Every line is checked against one schema (`RECORD_KEYS`) before anything is built: unknown keys
   (listing the valid ones), strings that are not strings, IDs that are not integers (floats, strings,
   bools, nested lists) are refused with `file:line` in one line; nothing is coerced.
 
@@ -24,22 +25,22 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import torch
 
+from uti.codecs import ModalityCodec, codec_class, codec_classes
 from uti.errors import InputError
 from uti.io import read_jsonl
 from uti.sequence import IGNORE_INDEX, TASKS, PackedRow, TokenSequence, build_sequence, pack
 from uti.space import TokenSpace
+from uti.tokenizer import Tokenizer
 
 __all__ = ["Record", "RECORD_KEYS", "read_records", "load_shard_items", "build_sequences", "build_rows", "collate",
            "split_records", "label_count", "DataError"]
-
-_MEDIA = {"image": ("i2t", "t2i"), "audio": ("a2t", "t2a")}
-
 
 class DataError(InputError):
     """A training record or data source cannot be used."""
@@ -51,20 +52,51 @@ class Record:
 
     text: str | None = None
     caption: str | None = None
-    modality: str | None = None  # "image" | "audio" | None
+    modality: str | None = None  # a registered modality ("image", "audio", ...), None for a text record
     media: str | None = None  # resolved path of the media file, or None when IDs are inline
     ids: tuple[int, ...] | None = None  # inline global IDs
     where: str = ""  # file:line, for error messages
 
 
-#: the record schema: key -> what its value must be. A record is {"text"}, or a caption with exactly one of
-#: image / image_ids / audio / audio_ids.
-RECORD_KEYS = {"text": "a string", "caption": "a string", "image": "a media file path (string)",
-               "audio": "a media file path (string)", "image_ids": "a list of integer IDs",
-               "audio_ids": "a list of integer IDs"}
+def _media_codecs() -> list[type[ModalityCodec]]:
+    """The registered codecs a record may carry an item of: every one but text, in layout order."""
+    return [c for c in codec_classes() if c.modality != "text"]
+
+
+class _RecordKeys(Mapping):
+    """The record schema, live over the codec registry: key -> what its value must be. "text" and "caption"
+    are strings; every registered non-text modality m adds `m` (a media file path) and `m_ids` (inline IDs).
+    A record is {"text"}, or a caption with exactly one media key."""
+
+    def _keys(self) -> dict[str, str]:
+        keys = {"text": "a string", "caption": "a string"}
+        for c in _media_codecs():
+            keys[c.modality] = "a media file path (string)"
+            keys[f"{c.modality}_ids"] = "a list of integer IDs"
+        return keys
+
+    def __getitem__(self, key: str) -> str:
+        return self._keys()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+
+#: the record schema (see `_RecordKeys`); with the built-in codecs: text, caption, image, image_ids, audio, audio_ids
+RECORD_KEYS: Mapping[str, str] = _RecordKeys()
 _MAX_ID = 2**31  # global IDs are small non-negative integers; anything larger is not an ID of any space
-_SHAPES = ('{"text": str}, {"image": path, "caption": str}, {"image_ids": [int, ...], "caption": str}, '
-           'or the same with audio/audio_ids')
+
+
+def _shapes() -> str:
+    """The record shapes, for error messages."""
+    names = [c.modality for c in _media_codecs()]
+    first = names[0] if names else "M"
+    others = f", or the same with {'/'.join(f'{m}/{m}_ids' for m in names[1:])}" if len(names) > 1 else ""
+    return (f'{{"text": str}}, {{"{first}": path, "caption": str}}, {{"{first}_ids": [int, ...], "caption": str}}'
+            + others)
 
 
 def _brief(value: Any) -> str:
@@ -88,17 +120,18 @@ def _check_value(key: str, value: Any, where: str) -> None:
             if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < _MAX_ID:
                 raise DataError(f"{where}: \"{key}\"[{n}] is {_brief(i)}; IDs are integers in [0, 2^31) "
                                 "(global IDs of the token space, as `uti encode --json` prints them)")
-    elif not isinstance(value, str) or (key in _MEDIA and not value):
+    elif not isinstance(value, str) or (key not in ("text", "caption") and not value):
         raise DataError(f"{where}: \"{key}\" must be {RECORD_KEYS[key]}, got {_brief(value)}")
 
 
 def _record(obj: Any, where: str, base: Path) -> Record:
     """One JSONL object checked against the record schema (`RECORD_KEYS`), media paths resolved against `base`."""
     if not isinstance(obj, dict):
-        raise DataError(f"{where}: expected a JSON object: {_SHAPES}")
-    unknown = sorted(set(obj) - set(RECORD_KEYS))
+        raise DataError(f"{where}: expected a JSON object: {_shapes()}")
+    keys = dict(RECORD_KEYS)  # one snapshot of the registry for this record
+    unknown = sorted(set(obj) - set(keys))
     if unknown:
-        raise DataError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(RECORD_KEYS)}")
+        raise DataError(f"{where}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(keys)}")
     for key, value in obj.items():
         _check_value(key, value, where)
     if "text" in obj:
@@ -107,7 +140,7 @@ def _record(obj: Any, where: str, base: Path) -> Record:
         return Record(text=obj["text"], where=where)
     media = [k for k in obj if k != "caption"]
     if len(media) != 1 or "caption" not in obj:
-        raise DataError(f"{where}: expected {_SHAPES}; got keys {sorted(obj)}")
+        raise DataError(f"{where}: expected {_shapes()}; got keys {sorted(obj)}")
     key = media[0]
     m = key.removesuffix("_ids")
     if key.endswith("_ids"):
@@ -152,13 +185,16 @@ def _media_ids(rec: Record, items: dict[str, tuple[int, ...]], by_name: dict[str
 
 def build_sequences(records: Sequence[Record], space: TokenSpace, tasks: Sequence[str],
                     items: dict[str, tuple[int, ...]] | None = None) -> list[TokenSequence]:
-    """Sequences of `tasks` from `records`, in record order (text via the space's tokenizer)."""
-    from uti.text import TextCodec
+    """Sequences of `tasks` from `records`, in record order (text via the space's tokenizer).
 
+    A task is named by modality or short name (`i2t` == `image2text`); a record with an item of modality m
+    yields `<m>2t` (caption the item) and `t2<m>` (generate it from the caption) when those are asked for.
+    """
     bad = [t for t in tasks if t not in TASKS]
     if bad:
         raise DataError(f"unknown task(s) {', '.join(bad)}; valid tasks: {', '.join(TASKS)}")
-    text = TextCodec.from_space(space)
+    wanted = {TASKS[t] for t in tasks}  # {(condition modality or None, target modality)}
+    tok = Tokenizer(space)
     items = items or {}
     by_name: dict[str, list[str]] = {}
     for k in items:
@@ -166,16 +202,16 @@ def build_sequences(records: Sequence[Record], space: TokenSpace, tasks: Sequenc
     out: list[TokenSequence] = []
     for rec in records:
         if rec.text is not None:
-            if "text" in tasks:
-                out.append(build_sequence(space, "text", target=text.encode(rec.text), source=rec.where))
+            if (None, "text") in wanted:
+                out.append(build_sequence(space, "text", target=tok.encode(rec.text), source=rec.where))
             continue
-        media, caption = _media_ids(rec, items, by_name), text.encode(rec.caption)
+        media, caption = _media_ids(rec, items, by_name), tok.encode(rec.caption)
         source = rec.where + (f" ({rec.modality} {rec.media})" if rec.media else "")
-        to_text, from_text = _MEDIA[rec.modality]
-        if to_text in tasks:
-            out.append(build_sequence(space, to_text, target=caption, condition=media, source=source))
-        if from_text in tasks:
-            out.append(build_sequence(space, from_text, target=media, condition=caption, source=source))
+        short = codec_class(rec.modality).short
+        if (rec.modality, "text") in wanted:
+            out.append(build_sequence(space, f"{short}2t", target=caption, condition=media, source=source))
+        if ("text", rec.modality) in wanted:
+            out.append(build_sequence(space, f"t2{short}", target=media, condition=caption, source=source))
     return out
 
 

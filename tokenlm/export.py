@@ -9,7 +9,8 @@ the patched model's.
 
 The grown tokenizer is the base tokenizer plus, at their exact IDs: filler tokens `<|unused_i|>` for
 base IDs the tokenizer does not use (Qwen3's config.vocab_size exceeds len(tokenizer)), the space's
-specials (special tokens), image codes `<|img_i|>` and audio codes `<|aud_q_c|>` (level q, code c).
+specials (special tokens) and every codec's code tokens (`uti.codecs.code_tokens`: image codes `<|img_i|>`,
+audio codes `<|aud_q_c|>` for level q, code c).
 
 Prompt format (as for `tokenlm generate`, see `uti.sequence.build_prompt`): `[condition block] <|gen_X|>
 <|X_start|>`, e.g. `<|text_start|>a red square<|text_end|><|gen_image|><|image_start|>` for an image, or an
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from uti.codecs import code_tokens
 from uti.errors import MissingAssetError, UTIError
 from uti.hashing import hash_json
 from uti.io import atomic_write_json
@@ -44,13 +46,10 @@ class ExportError(UTIError, ValueError):
 
 
 def code_token_names(space: TokenSpace) -> list[tuple[int, str, bool]]:
-    """(ID, token string, is_special) for every non-text, non-padding ID of the space, in ID order."""
+    """(ID, token string, is_special) for every non-text, non-padding ID of the space, in ID order: the
+    specials, then each codec's code tokens (`uti.codecs.code_tokens`)."""
     out = [(i, name, True) for name, i in space.specials.items()]
-    if "image" in space.ranges:
-        r = space.ranges["image"]
-        out += [(r.start + c, f"<|img_{c}|>", False) for c in range(len(r))]
-    for q, r in enumerate(space.audio_ranges):
-        out += [(r.start + c, f"<|aud_{q}_{c}|>", False) for c in range(len(r))]
+    out += [(i, name, False) for i, name in code_tokens(space)]
     return sorted(out)
 
 

@@ -2,10 +2,12 @@
 
 `load_generator(rows_dir)` loads the base model (an explicit `base`, else the space's `base_model`
 asset, else the id recorded in the checkpoint), grows it, patches the rows and checks every hash.
-`build_prompt_ids` encodes an optional image/audio condition and the text prompt with the space's
-codecs into the sequence builder's prompt layout. `generate_ids` runs `model.generate` with the
-`TokenSpaceLogitsProcessor`, and `decode_stream` splits the output into text / image / audio segments
-and decodes each with `uti` (text to a string, images to codebook features per view, audio to a wav).
+`build_prompt_ids` encodes an optional condition item (any input `uti.Tokenizer` takes: an image or audio
+file, an item of a registered codec) and the text prompt into the sequence builder's prompt layout.
+`generate_ids` runs `model.generate` with the `TokenSpaceLogitsProcessor`, and `decode_stream` splits the
+output into segments (`uti.Tokenizer.split`) and decodes each with its codec (text to a string, images to
+codebook features per view, audio to a wav). Everything modality-specific (block lengths, how a block
+closes within a budget, what a decoded block reports) is a codec hook (`uti.codecs.ModalityCodec`).
 """
 
 from __future__ import annotations
@@ -18,20 +20,19 @@ from torch import nn
 
 from uti import specials as S
 from uti.errors import MissingAssetError, UTIError
+from uti.items import Segment
 from uti.space import TokenSpace
+from uti.tokenizer import Tokenizer
 
 from .checkpoint import check_space, checkpoint_space, load_rows, read_manifest
 from .constraints import TokenSpaceLogitsProcessor
 from .model import load_base
 
 __all__ = ["load_generator", "resolve_base", "build_prompt_ids", "generate_ids", "split_stream", "decode_stream",
-           "TARGETS", "text_vocab_size", "continued_stream", "default_max_new_tokens", "end_ids", "base_end_of_text",
-           "DEFAULT_TEXT_TOKENS", "DEFAULT_AUDIO_SECONDS"]
+           "targets", "text_vocab_size", "continued_stream", "default_max_new_tokens", "end_ids", "base_end_of_text",
+           "DEFAULT_TEXT_TOKENS"]
 
-TARGETS = ("text", "image", "audio")
-_END = {"text": S.TEXT_END, "image": S.IMAGE_END, "audio": S.AUDIO_END}
 DEFAULT_TEXT_TOKENS = 256  # a caption or a few sentences; generation also stops at the end of text
-DEFAULT_AUDIO_SECONDS = 5.0  # audio blocks may close after any whole frame; 5 s is the default budget
 _END_OF_TEXT_TOKENS = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>")  # tokenizer fallbacks, in this order
 
 
@@ -62,54 +63,41 @@ def load_generator(rows_dir: str | Path, base: str | None = None,
     return model.eval(), space, manifest
 
 
-def _encode_image(space: TokenSpace, path: str | Path) -> list[int]:
-    from uti.image.codec import ImageCodec, to_ids
-
-    return to_ids(ImageCodec.from_space(space).encode(path), space)
-
-
-def _encode_audio(space: TokenSpace, path: str | Path) -> list[int]:
-    from uti.audio.codec import AudioCodec
-
-    codec = AudioCodec.from_space(space)
-    return codec.to_ids(codec.encode_file(path))
+def targets(space: TokenSpace) -> list[str]:
+    """What `generate` can produce in `space`: the modalities its codecs hold, in layout order."""
+    return Tokenizer(space).modalities
 
 
-def build_prompt_ids(space: TokenSpace, text: str = "", image: str | Path | None = None,
-                     audio: str | Path | None = None, target: str = "text") -> list[int]:
+def build_prompt_ids(space: TokenSpace, text: str = "", condition: Any = None, target: str = "text") -> list[int]:
     """Prompt IDs: `[condition block] <|gen_X|> <|X_start|> [text]` (see `uti.sequence`).
 
-    With an image/audio condition the target must be text and `text` primes the answer; with a text-only
-    prompt and target image/audio, `text` is the condition block.
+    `condition` is any item the space's tokenizer encodes (a `pathlib.Path` to an image or audio file, a PIL
+    image, a `uti.Audio`, an item of a registered codec): it makes task `<short>2t`, the target must be text
+    and `text` primes the answer. Without one, a non-text target X makes task `t2<short>` with `text` as the
+    condition block.
     """
     from uti.sequence import build_prompt
-    from uti.text import TextCodec
 
-    if target not in TARGETS:
-        raise UTIError(f"unknown target {target!r}; expected one of {', '.join(TARGETS)}")
-    if target not in space.modalities:
-        raise UTIError(f"token space {space.name!r} has no {target} section (it has {', '.join(space.modalities)})")
-    if image is not None and audio is not None:
-        raise UTIError("give at most one of --image and --audio")
-    text_ids = TextCodec.from_space(space).encode(text) if text else []
-    if image is not None or audio is not None:
-        if target != "text":
-            raise UTIError(f"an image/audio condition generates text; got target {target!r}")
-        cond = _encode_image(space, image) if image is not None else _encode_audio(space, audio)
-        return build_prompt(space, "i2t" if image is not None else "a2t", cond) + text_ids
-    if target == "text":
+    tok = Tokenizer(space)
+    goal = tok.codec(target)  # refuses a modality the space does not hold, naming the ones it does
+    text_ids = tok.encode(text) if text else []
+    if condition is not None:
+        if goal.modality != "text":
+            raise UTIError(f"a condition item generates text; got target {target!r} (drop the condition, or use "
+                           "--target text)")
+        cond = tok.codec_for(condition)
+        return build_prompt(space, f"{cond.short}2t", cond.encode(condition)) + text_ids
+    if goal.modality == "text":
         return build_prompt(space, "text") + text_ids
     if not text_ids:
         raise UTIError(f"target {target} needs a text prompt (--prompt)")
-    return build_prompt(space, "t2i" if target == "image" else "t2a", text_ids)
+    return build_prompt(space, f"t2{goal.short}", text_ids)
 
 
 def text_vocab_size(space: TokenSpace) -> int | None:
     """The tokenizer's size (IDs above it in the text range have no token), or None without a tokenizer."""
-    from uti.text import TextCodec
-
     try:
-        return TextCodec.from_space(space).codebook_size
+        return Tokenizer(space).codec("text").codec.codebook_size
     except UTIError:
         return None
 
@@ -118,24 +106,14 @@ def default_max_new_tokens(space: TokenSpace, target: str, prompt_len: int = 0,
                            max_positions: int | None = None) -> int:
     """New IDs that finish one block of `target` after a prompt that ends on the block's opener.
 
-    image: every view of the layout, each a view marker and P codes, then `<|image_end|>` (tiny: 9 x (1 + 16)
-    + 1 = 154, 155 with the opener); audio: `DEFAULT_AUDIO_SECONDS` of frames, K levels each (plus K - 1 steps
-    for the delay order), then `<|audio_end|>`; text: `DEFAULT_TEXT_TOKENS`. Capped so prompt and output fit
-    the model's `max_positions`.
+    The target's codec says how long one block is (`default_new_tokens`): image: every view of the layout,
+    each a view marker and P codes, then `<|image_end|>` (tiny: 9 x (1 + 16) + 1 = 154, 155 with the opener);
+    audio: 5 s of frames, K levels each (plus K - 1 steps for the delay order), then `<|audio_end|>`. A codec
+    without a fixed block (text) gets `DEFAULT_TEXT_TOKENS`. Capped so prompt and output fit the model's
+    `max_positions`.
     """
-    from .constraints import codes_per_view
-
-    if target == "image":
-        layout = space.abi["image"]["layout"]
-        views = int(layout["num_tiles"]) + int(bool(layout.get("global_view", True)))
-        n = views * (1 + codes_per_view(space.abi["image"])) + 1
-    elif target == "audio":
-        audio = space.abi["audio"]
-        k = int(audio["num_codebooks"])
-        frames = round(DEFAULT_AUDIO_SECONDS * float(audio["frame_rate"]))
-        n = (frames + (k - 1 if audio.get("order") == "delay" else 0)) * k + 1
-    else:
-        n = DEFAULT_TEXT_TOKENS
+    n = Tokenizer(space).codec(target).default_new_tokens()
+    n = DEFAULT_TEXT_TOKENS if n is None else n
     if max_positions is not None:
         n = min(n, max(1, int(max_positions) - prompt_len))
     return n
@@ -148,10 +126,8 @@ def base_end_of_text(model: nn.Module, space: TokenSpace) -> list[int]:
         eos = getattr(cfg, "eos_token_id", None)
         if eos is not None:
             return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
-    from uti.text import TextCodec
-
     try:
-        tok = TextCodec.from_space(space).tokenizer
+        tok = Tokenizer(space).codec("text").codec.tokenizer
     except UTIError:
         return []
     for name in _END_OF_TEXT_TOKENS:
@@ -162,18 +138,19 @@ def base_end_of_text(model: nn.Module, space: TokenSpace) -> list[int]:
 
 
 def end_ids(model: nn.Module, space: TokenSpace, target: str) -> list[int]:
-    """IDs that end generation of `target`: its block's end marker, and for text the base model's end of text."""
-    eos = [space.special_id(_END[target])]
+    """IDs that end generation of `target`: its block's end marker, and for text (the base model's own
+    vocabulary) the base model's end of text."""
+    eos = [space.special_id(Tokenizer(space).codec(target).markers()[1])]
     return eos + (base_end_of_text(model, space) if target == "text" else [])
 
 
-class _CloseAudioBlock:
-    """A logits processor that closes the audio block after the whole frames that `max_new_tokens` allows.
+class _CloseBlock:
+    """A logits processor that makes generation take `token` at new-token index `close_at`.
 
-    The grammar lets an audio block end after any whole frame but never makes it end, so a budget would cut
-    the block off inside a frame. At new-token index `close_at` this keeps only the closing token:
-    `<|audio_end|>` (frame_major) or the level-0 `<|pad|>` that ends the frames (delay; the grammar then
-    forces the trailing fillers and the end marker). A token the grammar forbids there is never forced.
+    A codec's grammar may let a block end at many points but never make it end (audio: after any whole
+    frame), so a budget would cut the block off mid-way; the codec's `budget_close` names where and how to
+    close it instead. At that index this keeps only the closing token; a token the grammar forbids there
+    is never forced.
     """
 
     def __init__(self, prompt_len: int, close_at: int, token: int) -> None:
@@ -189,17 +166,13 @@ class _CloseAudioBlock:
         return torch.where(legal[:, None], forced, scores)
 
 
-def _audio_closer(space: TokenSpace, prompt: Sequence[int], max_new_tokens: int) -> _CloseAudioBlock | None:
-    """The `_CloseAudioBlock` for an audio target whose prompt ends on `<|audio_start|>`, or None."""
-    if not prompt or int(prompt[-1]) != space.special_id(S.AUDIO_START):
+def _block_closer(space: TokenSpace, target: str, prompt: Sequence[int], max_new_tokens: int) -> _CloseBlock | None:
+    """The `_CloseBlock` of the target's codec when the prompt ends on its start marker, or None."""
+    codec = Tokenizer(space).codec(target)
+    if not prompt or int(prompt[-1]) != space.special_id(codec.markers()[0]):
         return None
-    audio = space.abi["audio"]
-    k = int(audio["num_codebooks"])
-    delay = audio.get("order") == "delay"
-    frames = (max_new_tokens - 1) // k - (k - 1 if delay else 0)
-    if frames < 1:
-        return None
-    return _CloseAudioBlock(len(prompt), frames * k, space.special_id(S.PAD if delay else S.AUDIO_END))
+    close = codec.budget_close(max_new_tokens)
+    return None if close is None else _CloseBlock(len(prompt), *close)
 
 
 @torch.no_grad()
@@ -219,7 +192,7 @@ def generate_ids(model: nn.Module, space: TokenSpace, prompt: Sequence[int], max
                                                 getattr(model.config, "max_position_embeddings", None))
     eos = end_ids(model, space, target)
     processors = [TokenSpaceLogitsProcessor(space, text_vocab_size(space))]
-    closer = _audio_closer(space, prompt, max_new_tokens) if target == "audio" else None
+    closer = _block_closer(space, target, prompt, max_new_tokens)
     processors += [closer] if closer is not None else []
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                          do_sample=do_sample, temperature=temperature if do_sample else None,
@@ -230,77 +203,34 @@ def generate_ids(model: nn.Module, space: TokenSpace, prompt: Sequence[int], max
 
 
 def continued_stream(space: TokenSpace, prompt: Sequence[int], new: Sequence[int]) -> list[int]:
-    """`new` with the block opener the prompt ended on (`<|image_start|>`/`<|audio_start|>`), for decoding."""
-    opens = {space.special_id(S.IMAGE_START), space.special_id(S.AUDIO_START)}
+    """`new` with the block opener the prompt ended on (the start marker of a codec with a block grammar,
+    e.g. `<|image_start|>`), for decoding."""
+    tok = Tokenizer(space)
+    opens = {i for i, m in tok.block_starts.items() if tok.codec(m).block_grammar() is not None}
     return ([int(prompt[-1])] if prompt and int(prompt[-1]) in opens else []) + [int(i) for i in new]
 
 
-def split_stream(space: TokenSpace, ids: Sequence[int]) -> list[dict[str, Any]]:
-    """Segments of a stream: runs of text IDs, and image/audio blocks (markers included; `complete` if closed)."""
-    starts = {space.special_id(S.IMAGE_START): "image", space.special_id(S.AUDIO_START): "audio"}
-    ends = {"image": space.special_id(S.IMAGE_END), "audio": space.special_id(S.AUDIO_END)}
-    text = space.ranges["text"]
-    segs: list[dict[str, Any]] = []
-    cur: dict[str, Any] | None = None
-    for i in ids:
-        i = int(i)
-        if cur is not None and cur["modality"] != "text":
-            cur["ids"].append(i)
-            if i == ends[cur["modality"]]:
-                cur["complete"], cur = True, None
-            continue
-        if i in starts:
-            cur = {"modality": starts[i], "ids": [i], "complete": False}
-            segs.append(cur)
-        elif i in text:
-            if cur is None:
-                cur = {"modality": "text", "ids": [], "complete": True}
-                segs.append(cur)
-            cur["ids"].append(i)
-        else:
-            cur = None  # other specials separate text runs
-    return segs
+def split_stream(space: TokenSpace, ids: Sequence[int]) -> list[Segment]:
+    """Segments of a stream (`Tokenizer.split(partial=True)`: runs of text IDs and codec blocks, markers
+    included, `complete` when closed), without the lone specials between them (gen markers, `<|text_end|>`)."""
+    return [seg for seg in Tokenizer(space).split(ids, partial=True) if seg.modality != "special"]
 
 
 def decode_stream(space: TokenSpace, ids: Sequence[int], out_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """Decode each segment with the space's codecs; a codec that is not available is reported, not fatal."""
+    """Decode each segment with the space's codecs into a JSON-ready summary (`ModalityCodec.summary`; with
+    `out_dir`, codecs that write files put segment k at `out_dir/<modality>_k.<suffix>`). A codec that is
+    not available, or a block cut off by the budget, is reported, not fatal."""
+    tok = Tokenizer(space)
     results = []
     for k, seg in enumerate(split_stream(space, ids)):
-        res = {"modality": seg["modality"], "num_ids": len(seg["ids"]), "complete": seg["complete"]}
-        try:
-            res.update(_decode_segment(space, seg, k, out_dir))
-        except UTIError as err:
-            res["decode_error"] = str(err)
+        res: dict[str, Any] = {"modality": seg.modality, "num_ids": len(seg.ids), "complete": seg.complete}
+        if not seg.complete:
+            res["decode_error"] = "block was cut off by --max-new-tokens"
+        else:
+            try:
+                out = Path(out_dir) / f"{seg.modality}_{k}" if out_dir is not None else None
+                res.update(tok.codec(seg.modality).summary(tok.decode_segment(seg), out))
+            except UTIError as err:
+                res["decode_error"] = str(err)
         results.append(res)
     return results
-
-
-def _decode_segment(space: TokenSpace, seg: dict, k: int, out_dir: str | Path | None) -> dict[str, Any]:
-    if seg["modality"] == "text":
-        from uti.text import TextCodec
-
-        return {"text": TextCodec.from_space(space).decode(seg["ids"])}
-    if not seg["complete"]:
-        return {"decode_error": "block was cut off by --max-new-tokens"}
-    if seg["modality"] == "image":
-        from uti.image.codec import decode_codes, from_ids
-        from uti.image.layout import Layout
-        from uti.image.vq import Codebook
-
-        enc = from_ids(seg["ids"], space)
-        space.require_assets("codebook")
-        sec = space.abi["image"]
-        codebook = Codebook.load(space.asset("codebook"))
-        space.check_asset("codebook", codebook.content_hash())  # the one pin check (uti.assets.check_pin)
-        dec = decode_codes(enc.codes, codebook, Layout.from_abi(sec["layout"]), int(sec["grid"][0]))
-        return {"views": int(enc.codes.shape[0]), "features_shape": list(dec["features"].shape)}
-    from uti.audio.codec import AudioCodec
-
-    codec = AudioCodec.from_space(space)
-    enc = codec.from_ids(seg["ids"])
-    res: dict[str, Any] = {"frames": int(enc.codes.shape[1])}
-    if out_dir is not None:
-        path = Path(out_dir) / f"audio_{k}.wav"
-        res["samples"] = codec.decode_to_file(enc, path)
-        res["path"] = str(path)
-    return res

@@ -13,7 +13,8 @@ New-row initialisation (`init=`):
   rows start as distinct, typical-looking rows. (Hugging Face's mean-resizing draws from the mean with
   a 1e-5-scaled covariance, so all new rows start as near-identical copies and receive near-identical
   gradients; we avoid that on purpose.)
-* ``"codebook"``: image-code rows come from the image codebook vectors (K, Dc): centred, mapped to the LM
+* ``"codebook"``: the rows of codes that a codec describes by vectors (`ModalityCodec.code_vectors`: the
+  image codebook (K, Dc), pin-checked) come from those vectors: centred, mapped to the LM
   width by a fixed seeded random projection with orthonormal columns (distance-preserving when
   Dc <= D, Johnson-Lindenstrauss otherwise), scaled by one global factor and shifted to the base-row
   mean, the scale set so the RMS row norm equals the median base-row norm. The map is affine, so pairwise
@@ -37,6 +38,7 @@ from .rows import GrownEmbedding, GrownHead, chunked_cross_entropy
 
 __all__ = [
     "GrowthError", "StageError", "STAGES", "INITS", "load_base", "grow_model", "grown_modules", "growth_info",
+    "code_vectors", "init_new_rows",
     "trainable_row_params", "apply_stage", "trained_parameter_names", "ChunkedLossLM",
 ]
 
@@ -112,26 +114,31 @@ def _codebook_rows(w: torch.Tensor, codebook: torch.Tensor, gen: torch.Generator
     return mu + scale * y
 
 
-def _load_codebook(space: Any) -> torch.Tensor:
-    """The (K, Dc) image codebook named by the space's `codebook` asset (the one 2-D tensor with K rows)."""
-    from safetensors.torch import load_file
+def code_vectors(space: Any) -> dict[str, torch.Tensor]:
+    """{range name: (size, Dc) vectors} from every codec of the space that describes its codes by vectors
+    (`ModalityCodec.code_vectors`: the image codebook), each asset pin-checked by its codec."""
+    from uti.tokenizer import Tokenizer
 
-    from uti.hashing import hash_tensors
+    tok = Tokenizer(space)
+    out: dict[str, torch.Tensor] = {}
+    for modality in tok.modalities:
+        out.update(tok.codec(modality).code_vectors())
+    return out
 
-    space.require_assets("codebook")
-    k = space.abi["image"]["codebook_size"]
-    stored = load_file(str(space.asset("codebook")))
-    space.check_asset("codebook", hash_tensors(stored))  # the one pin check (uti.assets.check_pin)
-    tensors = [t for t in stored.values() if t.dim() == 2 and t.shape[0] == k]
-    if len(tensors) != 1:
-        raise GrowthError(f"codebook asset {space.asset('codebook')} has {len(tensors)} 2-D tensors with {k} rows; "
-                          "expected exactly one (pass codebook= explicitly)")
-    return tensors[0]
+
+def _vector_ranges(space: Any) -> list[str]:
+    from uti.codecs import present_codecs
+
+    return [r for c in present_codecs(space.abi) for r in c.vector_ranges(space.abi[c.modality])]
 
 
 def init_new_rows(base_weight: torch.Tensor, space: Any, init: str, codebook: torch.Tensor | None,
                   sigma: float, seed: int) -> torch.Tensor:
-    """(N, D) float32 initial rows for the space's new IDs, from the statistics of `base_weight` (V, D)."""
+    """(N, D) float32 initial rows for the space's new IDs, from the statistics of `base_weight` (V, D).
+
+    `init="codebook"`: the ranges whose codec has code vectors start from them (`codebook`, when given, are
+    the vectors of the space's one such range; else `code_vectors(space)` loads them).
+    """
     v = space.ranges["text"].stop
     n = space.ranges["padding"].start - v
     gen = torch.Generator().manual_seed(seed)
@@ -139,13 +146,20 @@ def init_new_rows(base_weight: torch.Tensor, space: Any, init: str, codebook: to
         return torch.randn(n, base_weight.shape[1], generator=gen) * sigma
     rows = _mean_noise_rows(base_weight, n, sigma, gen)
     if init == "codebook":
-        if "image" not in space.ranges:
-            raise GrowthError(f"init='codebook' needs an image section, space {space.name!r} has none")
-        cb = codebook if codebook is not None else _load_codebook(space)
-        img = space.ranges["image"]
-        if cb.dim() != 2 or cb.shape[0] != len(img):
-            raise GrowthError(f"codebook has shape {tuple(cb.shape)}, expected ({len(img)}, dim) for the image range")
-        rows[img.start - v:img.stop - v] = _codebook_rows(base_weight, cb, gen)
+        names = _vector_ranges(space)
+        if not names:
+            raise GrowthError(f"init='codebook' needs a codec with code vectors (e.g. an image section); space "
+                              f"{space.name!r} has none")
+        if codebook is not None and len(names) != 1:
+            raise GrowthError(f"codebook= gives the vectors of one range, but space {space.name!r} has several "
+                              f"({', '.join(names)}); leave it out to load each codec's own")
+        vectors = {names[0]: codebook} if codebook is not None else code_vectors(space)
+        for name, cb in vectors.items():
+            r = space.ranges[name]
+            if cb.dim() != 2 or cb.shape[0] != len(r):
+                raise GrowthError(f"codebook has shape {tuple(cb.shape)}, expected ({len(r)}, dim) for the {name} "
+                                  "range")
+            rows[r.start - v:r.stop - v] = _codebook_rows(base_weight, cb, gen)
     return rows
 
 
@@ -189,6 +203,9 @@ def grow_model(model: nn.Module, space: Any, init: str = "mean_noise", codebook:
     model.set_input_embeddings(grown_emb)
     model.set_output_embeddings(grown_head)
     # The grown head shares Parameters with the embedding itself; stop transformers from re-tying by name.
+    # transformers (5.x) has no public switch for this besides config.tie_word_embeddings, which must keep
+    # saying "tied" (checkpoints and the exported model record it); `_tied_weights_keys` is the per-model
+    # declaration its tie_weights() reads, so the instance overrides it (export.merge_model drops the override).
     model._tied_weights_keys = None
     model.all_tied_weights_keys = {}
     model.config.vocab_size = space.total

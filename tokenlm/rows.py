@@ -19,10 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from uti.errors import TokenRangeError
+from uti.sequence import IGNORE_INDEX
 
-__all__ = ["GrownEmbedding", "GrownHead", "chunked_cross_entropy", "IGNORE_INDEX"]
-
-IGNORE_INDEX = -100
+__all__ = ["GrownEmbedding", "GrownHead", "chunked_cross_entropy"]
 
 
 class GrownEmbedding(nn.Module):

@@ -12,7 +12,9 @@ A modality codec (subclass of `ModalityCodec`, registered with `@register_codec(
 * the schema of the `meta` its encoded documents carry (`meta_type`, a frozen dataclass checked by
   `uti.document`);
 * the generation grammar of its block (`block_grammar`: a small state machine walked by
-  `tokenlm.constraints.Grammar`).
+  `tokenlm.constraints.Grammar`), and what `tokenlm` asks of a block besides: its default length
+  (`default_new_tokens`), how a budget closes it (`budget_close`), a report of a decoded block
+  (`summary`), and vectors describing its codes for initialising LM rows (`vector_ranges`, `code_vectors`).
 
 Class-level methods need only the ABI section (no assets), so the space, the sequence builder and the
 grammar use them without loading any model; an instance is bound to a `TokenSpace` and to the run options
@@ -169,6 +171,32 @@ class ModalityCodec:
         """IDs this codec makes legal outside any block: its start and gen markers."""
         sid = self.space.special_id
         return [(sid(n), sid(n) + 1) for n in (self.markers()[0], self.gen_marker())]
+
+    # --- token LM hooks (tokenlm generate, row initialisation) -------------------------------------
+    def default_new_tokens(self) -> int | None:
+        """New IDs that finish one generated block after its start marker (end marker included), or None
+        when the codec has no fixed block (text: `tokenlm.generate` uses its own text budget)."""
+        return None
+
+    def budget_close(self, max_new_tokens: int) -> tuple[int, int] | None:
+        """(new-ID index, token ID) that generation must take there so a block opened by the prompt closes
+        within `max_new_tokens`, or None when the grammar closes the block by itself (or it cannot fit)."""
+        return None
+
+    def summary(self, segment: Any, out: Path | None = None) -> dict[str, Any]:
+        """JSON-ready facts of a decoded `segment` (a `uti.Segment`) for reports. With `out` (a path without
+        suffix) a codec whose value is a file format may also write it there and report its path."""
+        return {}
+
+    @classmethod
+    def vector_ranges(cls, section: dict[str, Any]) -> list[str]:
+        """Names of the ranges whose codes have feature vectors (`code_vectors`), from the ABI alone."""
+        return []
+
+    def code_vectors(self) -> dict[str, Any]:
+        """{range name: (size, Dc) float tensor} of vectors describing each code (e.g. an image codebook),
+        pin-checked through `space.check_asset`; used to initialise a grown LM's rows (`init="codebook"`)."""
+        return {}
 
 
 def register_codec(name: str, *, rank: int = 100, short: str = "") -> Callable[[C], C]:

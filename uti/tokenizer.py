@@ -117,8 +117,8 @@ class Tokenizer:
     def split(self, ids: Sequence[int], partial: bool = False) -> list[Segment]:
         """The segments of a stream without decoding them (`value` None; no assets needed), in order.
 
-        `partial`: a block still open at the end (generation cut off) becomes a segment with
-        `complete=False` instead of raising TokenRangeError.
+        `partial`: a block still open at the end (generation cut off), or cut by the start of another
+        block (blocks never nest), becomes a segment with `complete=False` instead of raising TokenRangeError.
         """
         ids = [_as_int(i) for i in ids]
         text, used = self.space.ranges["text"], self.space.ranges["padding"].start
@@ -143,11 +143,13 @@ class Tokenizer:
                 k += 1
                 continue
             end = self.space.special_id(cls.markers()[1])
-            stop = ids.index(end, k + 1) if end in ids[k + 1:] else None
+            nxt = next((j for j in range(k + 1, len(ids)) if ids[j] == end or ids[j] in self._starts), len(ids))
+            stop = nxt if nxt < len(ids) and ids[nxt] == end else None  # blocks never nest: a start cuts it
             if stop is None and not partial:
-                raise TokenRangeError(f"{cls.markers()[0]} at index {k} has no {cls.markers()[1]}; "
-                                      "the stream is cut inside a block")
-            block = ids[k:] if stop is None else ids[k:stop + 1]
+                where = "the next block" if nxt < len(ids) else "the end"
+                raise TokenRangeError(f"{cls.markers()[0]} at index {k} has no {cls.markers()[1]} before {where}; "
+                                      "blocks are closed and never nest")
+            block = ids[k:nxt] if stop is None else ids[k:stop + 1]
             segments.append(Segment(cls.modality, None, block, complete=stop is not None))
             k += len(block)
         return segments

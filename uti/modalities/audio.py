@@ -179,3 +179,38 @@ class AudioModality(ModalityCodec):
         return AudioGrammar([(sp.ranges[k].start, sp.ranges[k].stop) for k in self.range_keys()],
                             self.section.get("order", "frame_major"), sp.special_id(self.markers()[1]),
                             sp.special_id(S.PAD))
+
+    # --- token LM hooks (see `ModalityCodec`) ---------------------------------------------------------
+    default_seconds = 5.0  # a generated audio block may close after any whole frame; this is its default length
+
+    def _frame_steps(self) -> tuple[int, int]:
+        """(levels K, extra steps of the serialisation order: K - 1 for `delay`, else 0)."""
+        k = int(self.section["num_codebooks"])
+        return k, (k - 1 if self.section.get("order") == "delay" else 0)
+
+    def default_new_tokens(self) -> int:
+        """`default_seconds` of frames, K levels each (plus K - 1 steps for `delay`), then `<|audio_end|>`."""
+        k, extra = self._frame_steps()
+        return (round(self.default_seconds * float(self.section["frame_rate"])) + extra) * k + 1
+
+    def budget_close(self, max_new_tokens: int) -> tuple[int, int] | None:
+        """Close after the whole frames `max_new_tokens` holds: `<|audio_end|>` (frame_major) or the level-0
+        `<|pad|>` that ends the frames (delay; the grammar then forces the fillers and the end marker)."""
+        k, extra = self._frame_steps()
+        frames = (max_new_tokens - 1) // k - extra
+        if frames < 1:
+            return None
+        return frames * k, self.space.special_id(S.PAD if extra else self.markers()[1])
+
+    def summary(self, segment: Any, out: Path | None = None) -> dict[str, Any]:
+        """Frames of the block; with `out`, the waveform written to `out.wav` (atomic) and its sample count."""
+        res: dict[str, Any] = {"frames": int(self.codec.from_ids(segment.ids).codes.shape[1])}
+        if out is not None and isinstance(segment.value, Audio):
+            from ..audio.io import AudioWriter
+
+            wav = segment.value.as_blocks().T  # [channels, samples]
+            path = out.with_suffix(".wav")
+            with AudioWriter(path, int(segment.value.sample_rate), wav.shape[0]) as writer:
+                writer.write(wav)
+            res.update(samples=int(wav.shape[1]), path=str(path))
+        return res

@@ -277,3 +277,21 @@ class ImageModality(ModalityCodec):
         sid, r = self.space.special_id, self.space.ranges["image"]
         return ImageGrammar([sid(v) for v in _view_names(self.section)], codes_per_view(self.section),
                             (r.start, r.stop), sid(self.markers()[1]))
+
+    # --- token LM hooks (see `ModalityCodec`) ---------------------------------------------------------
+    def default_new_tokens(self) -> int:
+        """Every view of the layout, each its marker and P codes, then `<|image_end|>` (tiny: 9 x 17 + 1 = 154)."""
+        return len(_view_names(self.section)) * (1 + codes_per_view(self.section)) + 1
+
+    def summary(self, segment: Any, out: Path | None = None) -> dict[str, Any]:
+        """Views and the shape of the codebook features (V, P, D) of a decoded image block."""
+        value = segment.value
+        return {"views": int(value["codes"].shape[0]), "features_shape": list(value["features"].shape)}
+
+    @classmethod
+    def vector_ranges(cls, section: dict[str, Any]) -> list[str]:
+        return ["image"]
+
+    def code_vectors(self) -> dict[str, Any]:
+        """{"image": the codebook vectors (K, Dc)}, the codebook pin-checked (`codebook`)."""
+        return {"image": self.codebook.embed}

@@ -90,3 +90,8 @@ class TextModality(ModalityCodec):
         v = v if text_limit is None else min(text_limit, v)
         sid = self.space.special_id
         return [(0, v)] + [(sid(n), sid(n) + 1) for n in (*self.markers(), self.gen_marker())]
+
+    # --- token LM hooks (see `ModalityCodec`) ---------------------------------------------------------
+    def summary(self, segment: Any, out: Any = None) -> dict[str, Any]:
+        """{"text": the decoded string}."""
+        return {"text": segment.value}

@@ -14,7 +14,7 @@ from typing import Any
 
 from tokenlm.ckpt_store import content_name
 from tokenlm.rows_manifest import FileRef, TensorSpec, content_hash
-from tokenlm.schema import parse
+from uti.config import parse
 
 from .errors import ConnectorError
 from .inject import ImageTokenIds

@@ -3,7 +3,7 @@
 `parse_manifest(data, where)` checks, in this order and before anything is allocated: that it is a JSON
 object of this format and version, that its `content_hash` equals `hash_json` of the manifest without that
 key (so no field, not the stage, dtype or LoRA config, can be edited unnoticed; the tensors are covered
-through `tensors_hash`), then every field's type (`tokenlm.schema`) and the cross-field rules below
+through `tensors_hash`), then every field's type (`uti.config.parse`) and the cross-field rules below
 (sizes bounded by the manifest's own hidden size; `base_vocab_size`, `hidden_size` and the fingerprint are
 then checked against the loaded base by `tokenlm.checkpoint`).
 """
@@ -14,10 +14,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from uti.config import parse
 from uti.hashing import hash_json
 
 from .ckpt_store import DTYPES, content_name
-from .schema import parse
 
 __all__ = ["FORMAT", "VERSION", "RowsManifest", "LoraSpec", "TensorSpec", "FileRef", "SpaceRef", "parse_manifest",
            "content_hash"]
@@ -86,7 +86,7 @@ class LoraSpec:
     def __post_init__(self) -> None:
         _need(self.r >= 1, f"lora_config.r must be >= 1, got {self.r}")
         _need(0.0 <= self.lora_dropout < 1.0, f"lora_config.lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        _need(self.bias in ("none", "all", "lora_only"), f"lora_config.bias must be none, all or lora_only")
+        _need(self.bias in ("none", "all", "lora_only"), f"lora_config.bias must be none, all or lora_only, got {self.bias!r}")
         _need(0 < len(self.target_modules) <= 256, "lora_config.target_modules must name 1 to 256 modules")
 
 

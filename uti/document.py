@@ -27,6 +27,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .dtypes import warn_compute_dtype
 from .errors import HashMismatchError, InputError, SpaceError
 from .io import atomic_write_text
 
@@ -76,6 +77,7 @@ class AudioMeta:
     channels: int | None = None
     frames: int | None = None
     source: str | None = None  # the input file's name
+    compute_dtype: Literal["float32", "bfloat16", "float16"] | None = None  # the codec's dtype (uti.dtypes)
 
     def __post_init__(self) -> None:
         for name, low in (("sample_rate", 1), ("num_samples", 0), ("channels", 1), ("frames", 0)):
@@ -98,6 +100,7 @@ class ImageMeta:
     layout: dict[str, Any] | None = None  # the space's layout abi (the decoder checks it is that)
     views: list[ViewMeta] | None = None
     grid: list[int] | None = None  # patches per view side, [g, g]
+    compute_dtype: Literal["float32", "bfloat16", "float16"] | None = None  # the tower's dtype (uti.dtypes)
 
     def __post_init__(self) -> None:
         for name in ("input_size", "grid"):
@@ -366,6 +369,7 @@ def document_space(doc: EncodedDocument, space_ref: str | os.PathLike | None = N
             raise SpaceError(f"{doc.where} names token space {_SHOW.repr(name)}, which is not a registered space "
                              f"(registered: {known}); {_SPACE_HINT}")
         space = TokenSpace.named(name)
+    warn_compute_dtype([doc.meta], doc.where)  # decoding codes made in bfloat16/float16: one warning line
     if space.hash != doc.space_hash:
         raise HashMismatchError(f"{doc.where} was made with token space {_SHOW.repr(doc.space_name)} hash "
                                 f"{doc.space_hash}, but space {space.name!r} ({space.path or 'in memory'}) has hash "

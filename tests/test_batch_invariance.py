@@ -21,7 +21,6 @@ from uti.dtypes import ComputeDtypeWarning, warn_compute_dtype
 from uti.errors import InputError
 from uti.image.codec import ImageCodec, to_ids
 from uti.image.load import load_image
-from uti.image.vision import VisionTower
 from uti.modalities.image import ImageModality
 
 ASSETS = Path(__file__).parent / "assets" / "panoramas"

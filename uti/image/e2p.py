@@ -28,10 +28,13 @@ horizontally. OpenCV's area resize with non-integer factors is a scalar float lo
 all eight tiles of a 2048 x 1024 panorama; where its float arithmetic is exact (see `_area_plan`: each axis
 repeats with a period of a power-of-two input pixels, e.g. 2048 -> 384 is 16 pixels -> 3 outputs), the same
 numbers are computed as vectorised integer weighted sums (`_area_exact`) and rounded half to even as OpenCV
-does: bit-identical output for half the CPU time. Other sizes use `cv2.resize` itself. A perspective view cannot show the full sphere, and any other projection (cubemap, fisheye)
-would cut or distort some region more than others; the squeezed equirect keeps every direction, in the
-layout the user sees, for as many tokens as one tile, and its patch grid maps to longitude/latitude by a
-simple affine formula (`view_geometry`). Fine detail is what the tiles are for.
+does: bit-identical output for half the CPU time. Other sizes use `cv2.resize` itself. When OpenCV may use
+threads, `render_views` computes the global view on a worker thread while the tiles are remapped.
+
+A perspective view cannot show the full sphere, and any other projection (cubemap, fisheye) would cut or
+distort some region more than others; the squeezed equirect keeps every direction, in the layout the user
+sees, for as many tokens as one tile, and its patch grid maps to longitude/latitude by a simple affine formula
+(`view_geometry`). Fine detail is what the tiles are for.
 
 Non-panoramic images (`is_panorama` false) are one ordinary view: `render_plain` resizes the whole image to
 S x S ignoring the aspect ratio (box filter when shrinking an axis, bilinear when enlarging), which is what
@@ -283,8 +286,9 @@ def _resize(img: np.ndarray, size: int) -> np.ndarray:
     h, w = img.shape[:2]
     if w >= size and h >= size:
         plans = _area_plan(h, size), _area_plan(w, size)
-        if plans[0] is not None and plans[1] is not None and (plans[0][1] > 1 or plans[1][1] > 1):
-            return _area_exact(img, size, *plans)  # same bits as cv2.INTER_AREA, faster
+        if plans[0] is not None and plans[1] is not None and max(len(plans[0][2]), len(plans[1][2])) > 1:
+            return _area_exact(img, size, *plans)  # same bits as cv2.INTER_AREA, faster (integer factors: OpenCV's
+            # own fast path, taken below, is vectorised already)
     if (w >= size) == (h >= size):
         mode = cv2.INTER_AREA if w >= size else cv2.INTER_LINEAR
         return cv2.resize(img, (size, size), interpolation=mode)
@@ -324,14 +328,14 @@ def _worker() -> ThreadPoolExecutor:
 def _scratch(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
     """A per-thread reusable work array: fresh multi-megabyte arrays cost more in page faults than the sums.
 
-    Valid until the next call with the same name in the same thread; never returned to a caller."""
-    key = (name, shape, np.dtype(dtype))
-    cache = getattr(_SCRATCH, "arrays", None)
-    if cache is None or key not in cache:
-        cache = {k: a for k, a in (cache or {}).items() if k[0] != name}  # one array per name and thread
-        cache[key] = np.empty(shape, dtype)
-        _SCRATCH.arrays = cache
-    return cache[key]
+    One buffer per name and thread, reused while its trailing shape and dtype match and its first axis is long
+    enough (a shorter last chunk takes a prefix). Valid until the next call with that name in that thread;
+    never returned to a caller."""
+    arrays = _SCRATCH.__dict__.setdefault("arrays", {})
+    have = arrays.get(name)
+    if have is None or have.dtype != dtype or have.shape[1:] != shape[1:] or have.shape[0] < shape[0]:
+        have = arrays[name] = np.empty(shape, dtype)
+    return have[:shape[0]]
 
 
 def _weighted_rows(rows: np.ndarray, terms: tuple, out: np.ndarray) -> None:
@@ -341,7 +345,7 @@ def _weighted_rows(rows: np.ndarray, terms: tuple, out: np.ndarray) -> None:
     for j, groups in enumerate(terms):
         acc = out[:, j]
         for i, (v, ks) in enumerate(groups):  # rows of equal weight are summed first, then scaled once
-            dst = acc if i == 0 else tmp[:g]
+            dst = acc if i == 0 else tmp
             if len(ks) == 1:
                 np.multiply(rows[:, ks[0]], v, out=dst, dtype=out.dtype)
             else:

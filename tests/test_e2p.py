@@ -360,3 +360,21 @@ def test_render_views_works_in_a_forked_child(panos: dict[str, np.ndarray]) -> N
     finally:
         cv2.setNumThreads(threads)
     assert np.array_equal(got, want)
+
+
+def test_render_views_from_many_threads_at_once() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (256, 512, 3), dtype=np.uint8) for _ in range(6)]
+    layout = Layout(tile_size=96)  # 512 -> 96: the exact area path (periods 16 -> 3)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        want = [render_views(img, layout) for img in images]  # one thread, no overlap
+        cv2.setNumThreads(2)
+        with ThreadPoolExecutor(4) as pool:  # scratch arrays are per thread; the global views overlap
+            got = list(pool.map(lambda img: render_views(img, layout), images * 3))
+    finally:
+        cv2.setNumThreads(threads)
+    assert all(np.array_equal(g, want[i % len(images)]) for i, g in enumerate(got))

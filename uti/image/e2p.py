@@ -318,10 +318,13 @@ def _area_plan(n: int, size: int) -> tuple[int, int, tuple[tuple[tuple[int, tupl
 
 
 def _worker() -> ThreadPoolExecutor:
-    """This process's one worker thread for the global view (a forked child gets its own, not the parent's)."""
+    """This process's threads for global views (a forked child gets its own pool, not the parent's).
+
+    One per CPU at most, started on demand: callers rendering from several threads (`uti encode --workers`)
+    each get their global view computed concurrently, not queued behind one thread."""
     global _WORKER
     if _WORKER is None or _WORKER[0] != os.getpid():
-        _WORKER = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="uti-e2p"))
+        _WORKER = (os.getpid(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="uti-e2p"))
     return _WORKER[1]
 
 

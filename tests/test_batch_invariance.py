@@ -130,3 +130,16 @@ def test_items_without_a_dtype_count_as_float32() -> None:
         assert not warn_compute_dtype([{}, {"compute_dtype": "float32"}, None], "x")
     with pytest.warns(ComputeDtypeWarning, match="x: codes were computed in float16"):
         assert warn_compute_dtype([{"compute_dtype": "float16"}], "x")
+
+
+def test_audio_meta_records_the_codecs_compute_dtype(tmp_path) -> None:
+    from uti.audio import TINY_BANDWIDTH, AudioCodec, AudioConfig, make_tiny_encodec
+    from uti.document import AudioMeta
+
+    folder = make_tiny_encodec(tmp_path / "encodec", seed=0)
+    wave = np.random.default_rng(0).standard_normal(2400).astype(np.float32) * 0.1
+    for dtype, name in ((torch.float32, "float32"), (torch.bfloat16, "bfloat16")):
+        codec = AudioCodec.from_pretrained(folder, AudioConfig(bandwidth=TINY_BANDWIDTH), dtype=dtype)
+        meta = codec.encode(wave).meta
+        assert meta["compute_dtype"] == name
+        assert AudioMeta(**meta).compute_dtype == name  # the document schema has the field

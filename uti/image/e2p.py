@@ -342,9 +342,8 @@ def _scratch(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
 
 
 def _weighted_rows(rows: np.ndarray, terms: tuple, out: np.ndarray) -> None:
-    """(G, p, L) periods of rows -> `out` (G, q, L) integer weighted sums: output j = sum of terms[j]."""
-    g, _, length = rows.shape
-    tmp = _scratch(f"area.tmp.{length}", (g, length), out.dtype)
+    """(G, p, ...) periods of rows -> `out` (G, q, ...) integer weighted sums: output j = sum of terms[j]."""
+    tmp = _scratch(f"area.tmp.{rows.shape[2:]}", rows.shape[:1] + rows.shape[2:], out.dtype)
     for j, groups in enumerate(terms):
         acc = out[:, j]
         for i, (v, ks) in enumerate(groups):  # rows of equal weight are summed first, then scaled once
@@ -364,28 +363,24 @@ def _weighted_rows(rows: np.ndarray, terms: tuple, out: np.ndarray) -> None:
 def _area_exact(img: np.ndarray, size: int, plan_y: tuple, plan_x: tuple) -> np.ndarray:
     """cv2.INTER_AREA of (H, W, C) uint8 to (size, size, C), computed exactly from `_area_plan`s; see there.
 
-    Both passes run along rows (contiguous, vectorised): vertical sums, transposed so that columns become
-    rows, then horizontal sums; each pass works through chunks of about `_AREA_CHUNK_ROWS` input rows so that
-    its working set stays in the core's cache. The sums are integers, the mean's divisor a power of two."""
+    Works through bands of about `_AREA_CHUNK_ROWS` input rows, each staying in the core's cache: vertical
+    sums along the rows (contiguous, vectorised), the band transposed so that its columns are rows, then the
+    horizontal sums, written to the band's output columns. The sums are integers, the divisor a power of two."""
     (gy, py, ty), (gx, px, tx) = plan_y, plan_x
     h, w, c = img.shape
     qy, qx, den = len(ty), len(tx), px * py
     if 255 * den >= 1 << 24 or 255 * py >= 1 << 16:  # OpenCV's float32 sums would not be exact
         return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    dtype = np.uint16 if 255 * den + den < 1 << 16 else np.uint32
     rows = img.reshape(gy, py, w * c)
-    t = _scratch("area.t", (w * c, size), np.uint16)  # vertical sums, transposed: row x*C + channel, column y
-    n = max(1, _AREA_CHUNK_ROWS // py)
-    v = _scratch("area.v", (n, qy, w * c), np.uint16)
+    z = np.empty((gx, qx, c, size), dtype)  # output x, channel, y: weights sum to px * py
+    n = max(1, _AREA_CHUNK_ROWS // py)  # periods of rows per band
     for a in range(0, gy, n):
         m = min(n, gy - a)
-        _weighted_rows(rows[a:a + m], ty, v[:m])  # (m, qy, W*C): weights sum to py
-        cv2.transpose(v[:m].reshape(m * qy, w * c), dst=t[:, a * qy:(a + m) * qy])
-    dtype = np.uint16 if 255 * den + den < 1 << 16 else np.uint32
-    z = np.empty((gx, qx, c * size), dtype)  # x, channel, y: weights sum to px * py
-    cols = t.reshape(gx, px, c * size)
-    n = max(1, _AREA_CHUNK_ROWS * w // (size * px))  # the same bytes per chunk as the vertical pass
-    for a in range(0, gx, n):
-        _weighted_rows(cols[a:a + n], tx, z[a:a + n])
+        v = _scratch("area.v", (m, qy, w * c), np.uint16)
+        _weighted_rows(rows[a:a + m], ty, v)  # (m, qy, W*C): the band's vertical sums, weights sum to py
+        t = cv2.transpose(v.reshape(m * qy, w * c), dst=_scratch("area.t", (w * c, m * qy), np.uint16))
+        _weighted_rows(t.reshape(gx, px, c, m * qy), tx, z[..., a * qy:(a + m) * qy])
     if den > 1:  # round half to even, as cvRound: add half - 1, plus 1 if the quotient is odd
         shift = den.bit_length() - 1
         z += (den >> 1) - 1 + ((z >> shift) & 1)

@@ -282,3 +282,99 @@ def test_wide_panoramas_use_float_maps(monkeypatch: pytest.MonkeyPatch) -> None:
     diff = np.abs(render_view(pano, 170, 70, 90, 24).astype(int) - fixed)
     assert diff.max() <= 1 and diff.mean() < 0.05
     e2p._view_maps.cache_clear()
+
+
+# --- global view: exact area resize ---------------------------------------------------------------------
+
+AREA_SIZES = [  # (h, w, size): the fast exact path must give OpenCV's INTER_AREA bit for bit
+    (1024, 2048, 384),  # the default: periods 8 -> 3 rows and 16 -> 3 columns
+    (2048, 4096, 384),  # 256 * 32 * 16 needs uint32 column sums
+    (1024, 2048, 224),  # SigLIP-224 tiles: periods 32 -> 7 and 64 -> 7
+    (512, 1024, 384),  # periods 4 -> 3 and 8 -> 3
+    (768, 1024, 384),  # a plain (non-panoramic) photo: 2 -> 1 rows, 8 -> 3 columns
+    (384, 1024, 384),  # rows unchanged (period 1)
+]
+
+
+@pytest.mark.parametrize("h,w,size", AREA_SIZES)
+def test_global_view_equals_opencv_area_bit_for_bit(h: int, w: int, size: int) -> None:
+    rng = np.random.default_rng(h + w + size)
+    noise = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)  # noise hits exact .5 ties (rounded half to even)
+    flat = np.full((h, w, 3), 255, np.uint8)  # the largest sums
+    plans = e2p._area_plan(h, size), e2p._area_plan(w, size)
+    assert None not in plans and len(plans[1][2]) > 1  # the exact path runs (columns: a non-integer factor)
+    for img in (noise, flat):
+        assert np.array_equal(e2p._resize(img, size), cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA))
+
+
+def test_global_view_of_real_panoramas_is_unchanged(panos: dict[str, np.ndarray]) -> None:
+    for name, pano in panos.items():
+        big = cv2.resize(pano, (2048, 1024), interpolation=cv2.INTER_CUBIC)
+        for img in (big, pano):
+            old = cv2.resize(img, (384, 384), interpolation=cv2.INTER_AREA)  # what render_global always was
+            assert np.array_equal(e2p.render_global(img, 384), old), name
+            assert np.array_equal(render_views(img, Layout())[0], old), name
+
+
+def test_area_sizes_without_an_exact_form_use_opencv() -> None:
+    assert e2p._area_plan(2688, 384) is None  # period 7 -> 1 (5376 x 2688 cameras): weights not binary fractions
+    assert e2p._area_plan(1000, 384) is None
+    img = np.random.default_rng(1).integers(0, 256, (1000, 2000, 3), dtype=np.uint8)
+    assert np.array_equal(e2p._resize(img, 384), cv2.resize(img, (384, 384), interpolation=cv2.INTER_AREA))
+
+
+def test_global_view_results_do_not_share_work_arrays() -> None:
+    rng = np.random.default_rng(2)
+    a_img, b_img = (rng.integers(0, 256, (1024, 2048, 3), dtype=np.uint8) for _ in range(2))
+    a = e2p.render_global(a_img, 384)
+    a_copy = a.copy()
+    b = e2p.render_global(b_img, 384)
+    assert np.array_equal(a, a_copy) and not np.shares_memory(a, b)
+
+
+def test_render_views_same_with_and_without_the_global_view_thread(panos: dict[str, np.ndarray]) -> None:
+    pano = cv2.resize(panos[PANORAMAS[0].stem], (1024, 512), interpolation=cv2.INTER_AREA)
+    layout = Layout(tile_size=128)
+    threads = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(1)  # no overlap: the global view is rendered in the calling thread
+        alone = render_views(pano, layout)
+        cv2.setNumThreads(2)  # the global view is rendered on the worker thread while the tiles remap
+        overlapped = render_views(pano, layout)
+    finally:
+        cv2.setNumThreads(threads)
+    assert np.array_equal(alone, overlapped)
+
+
+def test_render_views_works_in_a_forked_child(panos: dict[str, np.ndarray]) -> None:
+    import multiprocessing as mp
+
+    pano = cv2.resize(panos[PANORAMAS[0].stem], (512, 256), interpolation=cv2.INTER_AREA)
+    layout = Layout(tile_size=64)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        want = render_views(pano, layout)  # the parent's worker thread now exists; a child does not inherit it
+        with mp.get_context("fork").Pool(1) as pool:
+            got = pool.apply_async(render_views, (pano, layout)).get(timeout=20)
+    finally:
+        cv2.setNumThreads(threads)
+    assert np.array_equal(got, want)
+
+
+def test_render_views_from_many_threads_at_once() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (256, 512, 3), dtype=np.uint8) for _ in range(6)]
+    layout = Layout(tile_size=96)  # 512 -> 96: the exact area path (periods 16 -> 3)
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        want = [render_views(img, layout) for img in images]  # one thread, no overlap
+        cv2.setNumThreads(2)
+        with ThreadPoolExecutor(4) as pool:  # scratch arrays are per thread; the global views overlap
+            got = list(pool.map(lambda img: render_views(img, layout), images * 3))
+    finally:
+        cv2.setNumThreads(threads)
+    assert all(np.array_equal(g, want[i % len(images)]) for i, g in enumerate(got))

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from .config import from_dict
+from .dtypes import warn_compute_dtype
 from .errors import ConfigError, HashMismatchError, InputError, UTIError
 from .hashing import hash_json, hash_tensors
 from .io import atomic_save_safetensors, atomic_write_json, read_jsonl
@@ -351,8 +352,11 @@ def read_shards(folder: str | Path, space: Any) -> Iterator[Shard]:
     files = sorted(Path(folder).glob("part-*.safetensors"))
     if not files:
         raise InputError(f"{folder}: no part-*.safetensors shards; write them with `uti encode DIR --out {folder}`")
+    warned = False
     for file in files:
-        yield _load_shard(file, space)
+        shard = _load_shard(file, space)
+        warned = warned or warn_compute_dtype(shard.meta, str(folder))  # once per folder (see uti.dtypes)
+        yield shard
 
 
 def _load_shard(file: Path, space: Any) -> Shard:

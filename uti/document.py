@@ -29,6 +29,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .dtypes import warn_compute_dtype
 from .errors import HashMismatchError, InputError, SpaceError
 from .io import atomic_write_text
 
@@ -337,6 +338,7 @@ def document_space(doc: EncodedDocument, space_ref: str | os.PathLike | None = N
             raise SpaceError(f"{doc.where} names token space {_SHOW.repr(name)}, which is not a registered space "
                              f"(registered: {known}); {_SPACE_HINT}")
         space = TokenSpace.named(name)
+    warn_compute_dtype([doc.meta], doc.where)  # decoding codes made in bfloat16/float16: one warning line
     if space.hash != doc.space_hash:
         raise HashMismatchError(f"{doc.where} was made with token space {_SHOW.repr(doc.space_name)} hash "
                                 f"{doc.space_hash}, but space {space.name!r} ({space.path or 'in memory'}) has hash "

@@ -33,6 +33,7 @@ import torch
 from .. import specials as S
 from ..codec import Encoded
 from ..config import from_dict
+from ..dtypes import dtype_name
 from ..errors import (
     ConfigError,
     HashMismatchError,
@@ -178,7 +179,8 @@ class AudioCodec:
             raise InputError(f"{where}: no audio samples to encode")
         codes = torch.cat(parts, dim=1)  # [K, T]
         return Encoded(codes, {"sample_rate": self.sample_rate, "num_samples": samples, "channels": self.channels,
-                               "frames": int(codes.shape[1])})
+                               "frames": int(codes.shape[1]),
+                               "compute_dtype": dtype_name(next(self.model.parameters()).dtype)})
 
     def encode(self, x: Any) -> Encoded:
         """Encode an audio file path, or a waveform [channels, n] / [n] at the codec's sample rate."""

@@ -11,6 +11,8 @@ A plain image is ``<|image_start|> <|view_global|> P codes <|image_end|>`` (``<|
 layout has no global view). Codes are mapped to global
 IDs with ``space.ranges["image"]``.
 
+Meta records the tower's `compute_dtype` (see `uti.dtypes`: float32 gives the space's reference codes).
+
 Decode gives the codebook vectors of every patch (V, P, D) and the view geometry: per view kind, yaw,
 pitch and fov (degrees), and per-patch longitude/latitude (V, g, g) for panoramas.
 
@@ -21,6 +23,7 @@ codebook (hash, size, dim, metric).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ import torch
 from .. import specials as S
 from ..codec import Encoded
 from ..config import from_dict
+from ..dtypes import dtype_name
 from ..space import identity_diff
 from ..errors import (
     ConfigError,
@@ -156,7 +160,7 @@ class ImageCodec:
             views = render_plain(img, self.layout.tile_size)[None]
             geo, kind = [{"kind": "plain", "index": 0, "yaw": None, "pitch": None, "fov": None}], "plain"
         meta = {"kind": kind, "input_size": [int(h), int(w)], "layout": self.layout.abi(), "views": geo,
-                "grid": [self.tower.grid, self.tower.grid]}
+                "grid": [self.tower.grid, self.tower.grid], "compute_dtype": dtype_name(self.tower.dtype)}
         return views, meta
 
     def quantize(self, feats: torch.Tensor) -> torch.Tensor:
@@ -165,9 +169,26 @@ class ImageCodec:
 
     def encode(self, x: np.ndarray | str | Path) -> Encoded:
         """An image (file path or (H, W, 3) uint8 RGB array) -> Encoded(codes (V, P), meta)."""
-        img = load_image(x) if isinstance(x, (str, Path)) else _check_array(x)
-        views, meta = self.render(img)
+        views, meta = self.render(_image(x))
         return Encoded(self.quantize(self.tower.encode(views)), meta)
+
+    def encode_batch(self, images: Sequence[np.ndarray | str | Path]) -> list[Encoded]:
+        """Many images -> one Encoded each, the views of all of them through the tower together.
+
+        The views are concatenated in image order and run `tower.batch_size` at a time, so a forward may hold
+        the views of several images, or part of one. Each image's codes equal `encode` of it alone: SigLIP
+        sees fixed-size views with no padding and attends only within a view, and this is checked numerically
+        (tests/test_batch_invariance.py), including batch sizes that split an image across forwards.
+        """
+        rendered = [self.render(_image(x)) for x in images]
+        if not rendered:
+            return []
+        codes = self.quantize(self.tower.encode(np.concatenate([v for v, _ in rendered])))  # (sum V, P)
+        out, at = [], 0
+        for views, meta in rendered:
+            out.append(Encoded(codes[at:at + len(views)].clone(), meta))
+            at += len(views)
+        return out
 
     def decode(self, encoded: Encoded) -> dict[str, Any]:
         """Codes (V, P) -> codebook features and geometry; see `decode_codes`."""
@@ -194,6 +215,11 @@ def decode_codes(codes: Any, codebook: Codebook, layout: Layout, grid: int) -> d
     else:
         raise TokenRangeError(f"{codes.shape[0]} views; expected 1 (plain) or {layout.num_views} (panorama)")
     return out
+
+
+def _image(x: Any) -> np.ndarray:
+    """An image path (loaded) or an (H, W, 3) uint8 RGB array (checked)."""
+    return load_image(x) if isinstance(x, (str, Path)) else _check_array(x)
 
 
 def _check_array(img: Any) -> np.ndarray:

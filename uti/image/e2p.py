@@ -24,10 +24,17 @@ panorama) at less than half the cost of float sampling (OpenCV's float and 16-bi
 Use it when the panorama has many more pixels per degree than the tiles (e.g. 8K panoramas into 384-pixel tiles).
 
 Global view. The whole equirect is area-resized (box filter, `cv2.INTER_AREA`) to S x S, i.e. squeezed 2:1
-horizontally. A perspective view cannot show the full sphere, and any other projection (cubemap, fisheye)
-would cut or distort some region more than others; the squeezed equirect keeps every direction, in the
-layout the user sees, for as many tokens as one tile, and its patch grid maps to longitude/latitude by a
-simple affine formula (`view_geometry`). Fine detail is what the tiles are for.
+horizontally. OpenCV's area resize with non-integer factors is a scalar float loop that costs as much CPU as
+all eight tiles of a 2048 x 1024 panorama; where its float arithmetic is exact (see `_area_plan`: each axis
+repeats with a period of a power-of-two input pixels, e.g. 2048 -> 384 is 16 pixels -> 3 outputs), the same
+numbers are computed as vectorised integer weighted sums (`_area_exact`) and rounded half to even as OpenCV
+does: bit-identical output for half the CPU time. Other sizes use `cv2.resize` itself. When OpenCV may use
+threads, `render_views` computes the global view on a worker thread while the tiles are remapped.
+
+A perspective view cannot show the full sphere, and any other projection (cubemap, fisheye) would cut or
+distort some region more than others; the squeezed equirect keeps every direction, in the layout the user
+sees, for as many tokens as one tile, and its patch grid maps to longitude/latitude by a simple affine formula
+(`view_geometry`). Fine detail is what the tiles are for.
 
 Non-panoramic images (`is_panorama` false) are one ordinary view: `render_plain` resizes the whole image to
 S x S ignoring the aspect ratio (box filter when shrinking an axis, bilinear when enlarging), which is what
@@ -37,6 +44,9 @@ SigLIP's own image processor does, keeps all of the content, and keeps the pixel
 from __future__ import annotations
 
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import cv2
@@ -58,6 +68,10 @@ __all__ = [
 
 PANORAMA_ASPECT_TOLERANCE = 0.01  # |W / H - 2| / 2 below this counts as a 2:1 panorama
 _INT16_COORD_LIMIT = 32000  # fixed-point maps hold int16 pixel coordinates
+_AREA_MAX_PERIOD = 128  # longest period (input pixels, or outputs) the exact area resize unrolls
+_AREA_CHUNK_ROWS = 128  # input rows per chunk of the exact area resize (about 1 MB of a 2048-wide panorama)
+_SCRATCH = threading.local()
+_WORKER: tuple[int, ThreadPoolExecutor] | None = None
 
 
 def is_panorama(h: int, w: int) -> bool:
@@ -74,12 +88,18 @@ def render_views(pano: np.ndarray, layout: Layout, *, antialias: int = 1) -> np.
     antialias = _check_antialias(antialias)
     s = layout.tile_size
     out = np.empty((layout.num_views, s, s, 3), np.uint8)  # (N, S, S, 3)
+    pending = None
     if layout.global_view:
-        out[0] = render_global(pano, s)
+        if layout.num_tiles and cv2.getNumThreads() > 1:  # OpenCV may use threads: overlap it with the tiles
+            pending = _worker().submit(_resize, pano, s)
+        else:
+            out[0] = _resize(pano, s)
     if layout.num_tiles:
         tiles = out[int(layout.global_view):].reshape(layout.num_tiles * s, s, 3)  # view into `out`
         maps = _layout_maps(layout, h, w, antialias)
         _remap_into(pano, maps, antialias, tiles)
+    if pending is not None:
+        out[0] = pending.result()
     return out
 
 
@@ -231,10 +251,10 @@ def _view_maps(
 # --- pixels ---------------------------------------------------------------------------------------------
 
 
-def _pad(pano: np.ndarray) -> np.ndarray:
+def _pad(pano: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """(H+2, W+2, C): wrap the seam horizontally, and continue across each pole with the edge row turned 180°."""
     h, w = pano.shape[:2]
-    out = np.empty((h + 2, w + 2) + pano.shape[2:], pano.dtype)
+    out = np.empty((h + 2, w + 2) + pano.shape[2:], pano.dtype) if out is None else out
     out[1:-1, 1:-1] = pano
     for dst, src in ((0, pano[0]), (h + 1, pano[-1])):
         if w % 2 == 0:
@@ -250,7 +270,7 @@ def _pad(pano: np.ndarray) -> np.ndarray:
 def _remap_into(pano: np.ndarray, maps: tuple[np.ndarray, np.ndarray | None], antialias: int, out: np.ndarray) -> None:
     """Sample `pano` at `maps` into `out` (n, m, 3) uint8; with antialias a, box-average a x a samples per pixel."""
     m1, m2 = maps
-    padded = _pad(pano)
+    padded = _pad(pano, _scratch("pad", (pano.shape[0] + 2, pano.shape[1] + 2) + pano.shape[2:], pano.dtype))
     if antialias == 1:
         res = cv2.remap(padded, m1, m2, cv2.INTER_LINEAR, dst=out, borderMode=cv2.BORDER_REPLICATE)
         if res is not out:  # OpenCV writes into `out` when shapes match; keep it correct if it did not
@@ -264,11 +284,108 @@ def _remap_into(pano: np.ndarray, maps: tuple[np.ndarray, np.ndarray | None], an
 def _resize(img: np.ndarray, size: int) -> np.ndarray:
     """Resize (H, W, 3) to (size, size, 3): box filter on an axis that shrinks, bilinear on one that grows."""
     h, w = img.shape[:2]
+    if w >= size and h >= size:
+        plans = _area_plan(h, size), _area_plan(w, size)
+        if plans[0] is not None and plans[1] is not None and max(len(plans[0][2]), len(plans[1][2])) > 1:
+            return _area_exact(img, size, *plans)  # same bits as cv2.INTER_AREA, faster (integer factors: OpenCV's
+            # own fast path, taken below, is vectorised already)
     if (w >= size) == (h >= size):
         mode = cv2.INTER_AREA if w >= size else cv2.INTER_LINEAR
         return cv2.resize(img, (size, size), interpolation=mode)
     tmp = cv2.resize(img, (size, h), interpolation=cv2.INTER_AREA if w >= size else cv2.INTER_LINEAR)
     return cv2.resize(tmp, (size, size), interpolation=cv2.INTER_AREA if h >= size else cv2.INTER_LINEAR)
+
+
+@lru_cache(maxsize=32)
+def _area_plan(n: int, size: int) -> tuple[int, int, tuple[tuple[tuple[int, tuple[int, ...]], ...], ...]] | None:
+    """Integer form of OpenCV's area weights for n -> size pixels along one axis, or None where it is not exact.
+
+    The axis repeats every p = n / g input pixels (q = size / g outputs, g = gcd). Measured in 1/q of an input
+    pixel, input pixel k of a period overlaps output j by an integer w[k, j] (each output's weights sum to p),
+    and OpenCV's float32 weight is w[k, j] / p. Where p is a power of two these are exact binary fractions, so
+    OpenCV's float sums are exact and its output is the exact mean rounded half to even; returned then (and
+    while the sums stay small: 255 * p fits uint16, 255 * p_x * p_y fits float32's 24 bits) as (g, p, terms),
+    terms[j] = ((weight, input pixels with that weight), ...) for each output j of a period."""
+    g = math.gcd(n, size)
+    p, q = n // g, size // g
+    if p & (p - 1) or p > _AREA_MAX_PERIOD or q > _AREA_MAX_PERIOD:
+        return None
+    terms = []
+    for j in range(q):  # output j covers [j * p, (j + 1) * p) in units of 1/q input pixel
+        w = [max(0, min((k + 1) * q, (j + 1) * p) - max(k * q, j * p)) for k in range(p)]
+        terms.append(tuple((v, tuple(k for k in range(p) if w[k] == v)) for v in sorted(set(w) - {0})))
+    return g, p, tuple(terms)
+
+
+def _worker() -> ThreadPoolExecutor:
+    """This process's threads for global views (a forked child gets its own pool, not the parent's).
+
+    One per CPU at most, started on demand: callers rendering from several threads (`uti encode --workers`)
+    each get their global view computed concurrently, not queued behind one thread."""
+    global _WORKER
+    if _WORKER is None or _WORKER[0] != os.getpid():
+        _WORKER = (os.getpid(), ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="uti-e2p"))
+    return _WORKER[1]
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """A per-thread reusable work array: fresh multi-megabyte arrays cost more in page faults than the sums.
+
+    One buffer per name and thread, reused while its trailing shape and dtype match and its first axis is long
+    enough (a shorter last chunk takes a prefix). Valid until the next call with that name in that thread;
+    never returned to a caller."""
+    arrays = _SCRATCH.__dict__.setdefault("arrays", {})
+    have = arrays.get(name)
+    if have is None or have.dtype != dtype or have.shape[1:] != shape[1:] or have.shape[0] < shape[0]:
+        have = arrays[name] = np.empty(shape, dtype)
+    return have[:shape[0]]
+
+
+def _weighted_rows(rows: np.ndarray, terms: tuple, out: np.ndarray) -> None:
+    """(G, p, ...) periods of rows -> `out` (G, q, ...) integer weighted sums: output j = sum of terms[j]."""
+    tmp = _scratch(f"area.tmp.{rows.shape[2:]}", rows.shape[:1] + rows.shape[2:], out.dtype)
+    for j, groups in enumerate(terms):
+        acc = out[:, j]
+        for i, (v, ks) in enumerate(groups):  # rows of equal weight are summed first, then scaled once
+            dst = acc if i == 0 else tmp
+            if len(ks) == 1:
+                np.multiply(rows[:, ks[0]], v, out=dst, dtype=out.dtype)
+            else:
+                np.add(rows[:, ks[0]], rows[:, ks[1]], out=dst, dtype=out.dtype)
+                for k in ks[2:]:
+                    np.add(dst, rows[:, k], out=dst)
+                if v != 1:
+                    np.multiply(dst, v, out=dst)
+            if i:
+                np.add(acc, dst, out=acc)
+
+
+def _area_exact(img: np.ndarray, size: int, plan_y: tuple, plan_x: tuple) -> np.ndarray:
+    """cv2.INTER_AREA of (H, W, C) uint8 to (size, size, C), computed exactly from `_area_plan`s; see there.
+
+    Works through bands of about `_AREA_CHUNK_ROWS` input rows, each staying in the core's cache: vertical
+    sums along the rows (contiguous, vectorised), the band transposed so that its columns are rows, then the
+    horizontal sums, written to the band's output columns. The sums are integers, the divisor a power of two."""
+    (gy, py, ty), (gx, px, tx) = plan_y, plan_x
+    h, w, c = img.shape
+    qy, qx, den = len(ty), len(tx), px * py
+    if 255 * den >= 1 << 24 or 255 * py >= 1 << 16:  # OpenCV's float32 sums would not be exact
+        return cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+    dtype = np.uint16 if 255 * den + den < 1 << 16 else np.uint32
+    rows = img.reshape(gy, py, w * c)
+    z = np.empty((gx, qx, c, size), dtype)  # output x, channel, y: weights sum to px * py
+    n = max(1, _AREA_CHUNK_ROWS // py)  # periods of rows per band
+    for a in range(0, gy, n):
+        m = min(n, gy - a)
+        v = _scratch("area.v", (m, qy, w * c), np.uint16)
+        _weighted_rows(rows[a:a + m], ty, v)  # (m, qy, W*C): the band's vertical sums, weights sum to py
+        t = cv2.transpose(v.reshape(m * qy, w * c), dst=_scratch("area.t", (w * c, m * qy), np.uint16))
+        _weighted_rows(t.reshape(gx, px, c, m * qy), tx, z[..., a * qy:(a + m) * qy])
+    if den > 1:  # round half to even, as cvRound: add half - 1, plus 1 if the quotient is odd
+        shift = den.bit_length() - 1
+        z += (den >> 1) - 1 + ((z >> shift) & 1)
+        z >>= shift
+    return cv2.transpose(z.astype(np.uint8).reshape(size * c, size)).reshape(size, size, c)
 
 
 def _check_pano(pano: np.ndarray) -> tuple[int, int]:

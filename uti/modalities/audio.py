@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .. import specials as S
 from ..codecs import ModalityCodec, Ranges, register_codec
@@ -32,6 +32,7 @@ class AudioMeta:
     channels: int | None = None
     frames: int | None = None
     source: str | None = None  # the input file's name
+    compute_dtype: Literal["float32", "bfloat16", "float16"] | None = None  # the codec's dtype (uti.dtypes)
 
     def __post_init__(self) -> None:
         for name, low in (("sample_rate", 1), ("num_samples", 0), ("channels", 1), ("frames", 0)):

@@ -46,6 +46,7 @@ class ImageMeta:
     layout: dict[str, Any] | None = None  # the space's layout abi (the decoder checks it is that)
     views: list[ViewMeta] | None = None
     grid: list[int] | None = None  # patches per view side, [g, g]
+    compute_dtype: Literal["float32", "bfloat16", "float16"] | None = None  # the tower's dtype (uti.dtypes)
 
     def __post_init__(self) -> None:
         for name in ("input_size", "grid"):
@@ -205,20 +206,11 @@ class ImageModality(ModalityCodec):
         return to_ids(encoded, self.space), encoded.meta
 
     def encode_batch(self, items: list[Any]) -> list[list[int]]:
-        """All views of all `items` go through the tower together (its own batch size applies)."""
-        from ..codec import Encoded
+        """All views of all `items` go through the tower together (`ImageCodec.encode_batch`: the codes of each
+        item equal encoding it alone)."""
         from ..image.codec import to_ids
 
-        rendered = [self.codec.render(self._rgb(x)) for x in items]
-        if not rendered:
-            return []
-        views = np.concatenate([v for v, _ in rendered])  # (sum V, S, S, 3)
-        codes = self.codec.quantize(self.codec.tower.encode(views))  # (sum V, P)
-        out, at = [], 0
-        for v, meta in rendered:
-            out.append(to_ids(Encoded(codes[at:at + len(v)], meta), self.space))
-            at += len(v)
-        return out
+        return [to_ids(enc, self.space) for enc in self.codec.encode_batch([self._rgb(x) for x in items])]
 
     @property
     def codebook(self) -> Any:

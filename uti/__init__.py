@@ -1,6 +1,6 @@
 """Unified Token Interface: text, 360° panoramas and audio as IDs of one hashed token space."""
 
-from .codec import Codec, Encoded
+from .codec import Encoded
 from .codecs import ModalityCodec, register_codec
 from .errors import (ConfigError, HashMismatchError, InputError, MissingAssetError, SpaceError, TokenRangeError,
                      UTIError)
@@ -13,7 +13,7 @@ from .version import __version__
 
 __all__ = [
     "Tokenizer", "Segment", "Audio", "register_codec", "ModalityCodec",
-    "TokenSpace", "IdRange", "TextCodec", "Codec", "Encoded",
+    "TokenSpace", "IdRange", "TextCodec", "Encoded",
     "UTIError", "ConfigError", "SpaceError", "HashMismatchError", "TokenRangeError", "MissingAssetError", "InputError",
     "__version__",
 ]

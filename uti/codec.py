@@ -1,17 +1,16 @@
-"""The one small interface every modality codec follows (after audiocraft's `CompressionModel`).
-
-A codec turns an input (string, image, waveform) into local codes and back. The unified tokenizer maps
-local codes to global IDs with the token space; codecs never see global IDs.
+"""`Encoded`: what a modality's model-level codec (`uti.image.codec.ImageCodec`, `uti.audio.codec.AudioCodec`)
+gives back: local codes and the metadata to decode them. Local codes are mapped to global IDs of a token space
+by the registered codec adapters (`uti.codecs`, `uti.modalities`); model-level codecs never see global IDs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import torch
 
-__all__ = ["Encoded", "Codec"]
+__all__ = ["Encoded"]
 
 
 @dataclass
@@ -24,18 +23,3 @@ class Encoded:
 
     codes: torch.Tensor
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-@runtime_checkable
-class Codec(Protocol):
-    """What `uti` needs from a modality codec."""
-
-    modality: str
-    codebook_size: int
-    num_codebooks: int
-
-    def encode(self, x: Any) -> Encoded: ...
-
-    def decode(self, encoded: Encoded) -> Any: ...
-
-    def abi(self) -> dict[str, Any]: ...

@@ -55,3 +55,12 @@ def test_the_lock_has_a_refresh_command():
     script = REPO / "scripts" / "refresh_constraints.sh"
     assert os.access(script, os.X_OK) and "scripts/refresh_constraints.sh" in (REPO / "README.md").read_text()
     assert "python3 -m venv" in script.read_text() and "pip freeze" in script.read_text()
+
+
+def test_the_python_example_runs_and_prints_what_it_says(monkeypatch, capsys):
+    """The README's opening Python example (uti.Tokenizer on text, a panorama and audio) runs as written."""
+    code = re.search(r"## Python\n\n```python\n(.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    monkeypatch.chdir(REPO)
+    exec(compile(code, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["text a courtyard at noon", "image 155", "audio 1042"]

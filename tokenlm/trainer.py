@@ -80,7 +80,10 @@ class Task(Protocol):
         """Held-out metrics (same on every process; key "loss" is the per-token loss), None without eval data."""
 
     def save(self, model: torch.nn.Module, folder: Path, final_eval: dict[str, float] | None) -> None:
-        """Write the trainable state of the unwrapped `model` to `folder` (`final_eval` only for the final one)."""
+        """Write the trainable state of the unwrapped `model` to `folder`.
+
+        `final_eval` is None for step checkpoints; for the final one (in `out`) the last eval's metrics or {}.
+        """
 
     def summary(self) -> dict[str, Any]:
         """Extra fields for the result JSON (e.g. row counts)."""
@@ -123,7 +126,7 @@ class TrainResult:
     steps: int
     losses: list[float]
     evals: list[tuple[int, dict[str, float]]] = field(default_factory=list)
-    final_dir: str = ""  # the trainable state the call ended with: `out`, or the last step folder under stop_at
+    final_dir: Path | None = None  # the trainable state the call ended with: `out`, or the last step folder (stop_at)
     processes: int = 1
     seconds: float = 0.0
     resumed_from: int | None = None
@@ -146,7 +149,7 @@ class TrainResult:
         return {"out": self.out, "steps": self.steps, "losses": self.losses,
                 "eval_losses": [list(e) for e in self.eval_losses], "evals": [list(e) for e in self.evals],
                 "final_loss": self.losses[-1] if self.losses else None,
-                "final_eval_loss": self.eval_losses[-1][1] if self.evals else None, "final_dir": self.final_dir,
+                "final_eval_loss": self.eval_losses[-1][1] if self.evals else None, "final_dir": str(self.final_dir),
                 "processes": self.processes, "seconds": round(self.seconds, 3), "resumed_from": self.resumed_from,
                 "step_time_s": self.step_time_s, "peak_memory_bytes": self.peak_memory_bytes,
                 "trainable_params": self.trainable_params, **self.info}
@@ -339,8 +342,8 @@ def train_loop(task: Task, cfg: LoopConfig, accelerator: Any = None) -> TrainRes
     bar.close()
     final = Path(cfg.out) if cfg.end_step == cfg.steps else latest_checkpoint(cfg.out)
     if cfg.end_step == cfg.steps:
-        checkpoint(cfg.steps, final, evals[-1][1] if evals and evals[-1][0] == cfg.steps else None)
-    result = TrainResult(out=str(cfg.out), steps=cfg.end_step, losses=losses, evals=evals, final_dir=str(final),
+        checkpoint(cfg.steps, final, evals[-1][1] if evals and evals[-1][0] == cfg.steps else {})
+    result = TrainResult(out=str(cfg.out), steps=cfg.end_step, losses=losses, evals=evals, final_dir=final,
                          processes=acc.num_processes, seconds=time.perf_counter() - t0,
                          resumed_from=start if resume_dir is not None else None,
                          step_time_s=statistics.median(times) if times else 0.0,

@@ -79,10 +79,12 @@ class TokenLMTask:
         return mean * count, count
 
     def evaluate(self, model: Any, acc: Any) -> dict[str, float] | None:
-        """Per-token mean loss over the eval rows (split across processes, summed with all-reduce)."""
-        if not self.eval_rows:
-            return None
-        mine = self.eval_rows[acc.process_index::acc.num_processes]
+        """{"loss": per-token mean loss over the eval rows}, or None without eval rows."""
+        return {"loss": self.mean_loss(model, acc, self.eval_rows)} if self.eval_rows else None
+
+    def mean_loss(self, model: Any, acc: Any, rows: Sequence[Any]) -> float:
+        """Per-token mean loss over `rows` (split across processes, summed with all-reduce); leaves `model` in eval."""
+        mine = list(rows)[acc.process_index::acc.num_processes]
         total = torch.zeros(2, dtype=torch.float64, device=acc.device)  # (loss sum, tokens)
         model.eval()
         with torch.no_grad():
@@ -90,7 +92,7 @@ class TokenLMTask:
                 loss, count = self.loss(model, collate(mine[k:k + self.eval_batch_size]), acc.device)
                 total += torch.stack([loss.double(), count.double()])
         total = acc.reduce(total, "sum")
-        return {"loss": (total[0] / total[1].clamp_min(1)).item()}
+        return (total[0] / total[1].clamp_min(1)).item()
 
     def save(self, model: torch.nn.Module, folder: Path, final_eval: dict[str, float] | None) -> None:
         from .checkpoint import save_rows

@@ -24,7 +24,7 @@ __all__ = ["STATE_FILE", "TENSORS_FILE", "optimizer_state_split", "optimizer_sta
 
 STATE_FORMAT, STATE_VERSION = "tokenlm-train-state", 2
 STATE_FILE, TENSORS_FILE = "train_state.json", "train_state.safetensors"
-MAX_STATE_BYTES = 256 << 20
+MAX_STATE_BYTES = 256 << 20  # the loss history grows ~25 bytes per step
 _KEYS = ("step", "losses", "evals", "param_groups", "optimizer_scalars", "python_random", "facts")
 
 
@@ -77,14 +77,7 @@ def read_train_state(folder: Path, error: type[UTIError]) -> tuple[dict[str, Any
     from safetensors.torch import load_file
 
     hint = "delete this checkpoint folder to resume from an earlier one"
-    path = folder / STATE_FILE
-    try:
-        size = path.stat().st_size
-    except OSError:
-        raise error(f"{path} is missing; {hint}") from None
-    if size > MAX_STATE_BYTES:  # the loss history grows ~25 bytes per step
-        raise error(f"{path} is {size} bytes, more than a train state's {MAX_STATE_BYTES}; {hint}")
-    meta = read_json(path, error, MAX_STATE_BYTES)
+    meta = read_json(folder / STATE_FILE, error, MAX_STATE_BYTES)
     if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT or meta.get("version") != STATE_VERSION:
         raise error(f"{folder / STATE_FILE} is not a {STATE_FORMAT} version {STATE_VERSION} file; {hint}")
     missing = [k for k in _KEYS if k not in meta]

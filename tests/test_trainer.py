@@ -141,3 +141,17 @@ def test_foreign_train_state_is_refused_in_one_line(tmp_path):
         run()
     state.write_text(json.dumps(doc))
     assert len(run().losses) == 3
+
+
+@pytest.mark.parametrize("progress,shown", [(None, False), (False, False), (True, True)])
+def test_progress_bar_only_on_a_tty_or_when_asked(tmp_path, capsys, progress, shown):
+    """pytest's stderr is no TTY: the default (None) shows no bar there, `progress=True` does."""
+    from connectors import ContinuousVLM
+    from connectors.testing import TINY_FEAT, TINY_IDS, byte_encode, tiny_connector, tiny_llm, toy_captions
+    from connectors.train import ConnectorTrainConfig, train_connector
+
+    vlm = ContinuousVLM(tiny_llm(), tiny_connector(resampler="mlp"), TINY_IDS)
+    cfg = ConnectorTrainConfig(steps=2, batch_size=2, warmup_steps=1, progress=progress)
+    train_connector(vlm, toy_captions(4, 0), [], encode=byte_encode, config=cfg, out_dir=tmp_path,
+                    tower={"name": "toy", "hidden_size": TINY_FEAT})
+    assert ("connector/connector" in capsys.readouterr().err) == shown

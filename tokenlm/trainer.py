@@ -101,6 +101,7 @@ class LoopConfig:
     warmup_steps: int = 0
     min_lr_ratio: float = 0.1  # the cosine ends at min_lr_ratio * lr (1.0: constant after warmup)
     weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW's
     max_grad_norm: float = 0.0  # 0 disables clipping
     eval_every: int = 0  # 0: evaluate at the end only
     save_every: int = 0  # 0: checkpoint at the last step of the call only
@@ -306,7 +307,7 @@ def train_loop(task: Task, cfg: LoopConfig, accelerator: Any = None) -> TrainRes
         check_facts(resume_dir, state[0].get("facts", {}), facts, task.error)
     wrapper = task.build(resume_dir)
     params = [p for p in wrapper.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     start, losses, evals = 0, [], []
     if state is not None:
         meta = restore_train_state(optimizer, *state)

@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import torch
 import xxhash
 
-from tokenlm.trainer import LoopConfig, TrainResult, peak_memory_bytes, train_loop
+from tokenlm.trainer import LoopConfig, TrainResult, peak_memory_bytes, per_token_mean, train_loop
 from uti.config import to_dict
 from uti.hashing import canonical_json, hash_tensors
 from uti.sequence import IGNORE_INDEX as IGNORE
@@ -92,17 +92,12 @@ def evaluate_captions(
     was_training = vlm.training
     vlm.eval()
     device = next(vlm.parameters()).device
-    rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator is not None else (0, 1)
-    out = {}
-    for name, data in (("loss", list(examples)), ("shuffled_loss", shuffled_images(examples))):
-        mine, total = data[rank::world], torch.zeros(2, dtype=torch.float64, device=device)  # (loss sum, tokens)
-        for i in range(0, len(mine), batch_size):
-            batch = collate_captions(mine[i : i + batch_size], encode, vlm.ids, vlm.tokens_per_image(1), eos_id)
-            loss, n = _forward(vlm, batch, device)
-            total += torch.tensor([float(loss), n], dtype=torch.float64, device=device)
-        if accelerator is not None:
-            total = accelerator.reduce(total, "sum")
-        out[name] = float(total[0] / total[1].clamp_min(1))
+
+    def loss_of(chunk: list) -> tuple[torch.Tensor, int]:
+        return _forward(vlm, collate_captions(chunk, encode, vlm.ids, vlm.tokens_per_image(1), eos_id), device)
+
+    out = {name: per_token_mean(data, batch_size, loss_of, device, accelerator)
+           for name, data in (("loss", list(examples)), ("shuffled_loss", shuffled_images(examples)))}
     out["gap"] = out["shuffled_loss"] - out["loss"]
     vlm.train(was_training)
     return out

@@ -25,7 +25,7 @@ from .checkpoint import MANIFEST_FILE, ROWS_STEM, SPACE_STEM
 from .data import build_rows, build_sequences, collate, load_shard_items, read_records, split_records
 from .run_dir import rows_fingerprint
 from .train_config import TrainConfig
-from .trainer import LoopConfig, TrainResult, latest_checkpoint, train_loop
+from .trainer import LoopConfig, TrainResult, latest_checkpoint, per_token_mean, train_loop
 
 __all__ = ["TrainConfig", "TrainResult", "TrainError", "TokenLMTask", "train", "latest_checkpoint"]
 
@@ -83,16 +83,10 @@ class TokenLMTask:
         return {"loss": self.mean_loss(model, acc, self.eval_rows)} if self.eval_rows else None
 
     def mean_loss(self, model: Any, acc: Any, rows: Sequence[Any]) -> float:
-        """Per-token mean loss over `rows` (split across processes, summed with all-reduce); leaves `model` in eval."""
-        mine = list(rows)[acc.process_index::acc.num_processes]
-        total = torch.zeros(2, dtype=torch.float64, device=acc.device)  # (loss sum, tokens)
+        """Per-token mean loss over `rows` (split across processes); leaves `model` in eval mode."""
         model.eval()
-        with torch.no_grad():
-            for k in range(0, len(mine), self.eval_batch_size):
-                loss, count = self.loss(model, collate(mine[k:k + self.eval_batch_size]), acc.device)
-                total += torch.stack([loss.double(), count.double()])
-        total = acc.reduce(total, "sum")
-        return (total[0] / total[1].clamp_min(1)).item()
+        return per_token_mean(rows, self.eval_batch_size, lambda chunk: self.loss(model, collate(chunk), acc.device),
+                              acc.device, acc)
 
     def save(self, model: torch.nn.Module, folder: Path, final_eval: dict[str, float] | None) -> None:
         from .checkpoint import save_rows

@@ -37,7 +37,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
@@ -48,7 +48,7 @@ from .run_dir import check_facts, prepare_out, prune_steps, step_dirs
 from .train_state import STATE_FILE, read_train_state, restore_train_state, save_train_state
 
 __all__ = ["Task", "LoopConfig", "TrainResult", "Sampler", "lr_at", "train_loop", "make_accelerator",
-           "latest_checkpoint", "peak_memory_bytes", "STEP_PATTERN"]
+           "latest_checkpoint", "peak_memory_bytes", "per_token_mean", "STEP_PATTERN"]
 
 STEP_PATTERN = r"step-(\d+)"
 _LOOP_ARTIFACTS = r"checkpoints|train_result\.json|\..*\.tmp|\.deleting-.*"  # what the loop itself writes into out/
@@ -276,6 +276,20 @@ def _step(task: Task, model: Any, optimizer: Any, acc: Any, micro: list[list[int
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return total / tokens
+
+
+@torch.no_grad()
+def per_token_mean(items: Sequence[Any], batch_size: int, loss_of: Callable[[list], tuple[torch.Tensor, Any]],
+                   device: torch.device, acc: Any = None) -> float:
+    """Per-token mean of `loss_of(chunk) -> (loss sum, tokens)` over `items` in chunks of `batch_size`; with
+    `acc`, each process takes every N-th item and the sums are all-reduced (same result on every process)."""
+    mine = list(items)[acc.process_index::acc.num_processes] if acc is not None else list(items)
+    total = torch.zeros(2, dtype=torch.float64, device=device)  # (loss sum, tokens)
+    for k in range(0, len(mine), batch_size):
+        loss, count = loss_of(mine[k:k + batch_size])
+        total += torch.stack([loss.double(), torch.as_tensor(count, dtype=torch.float64, device=device)])
+    total = acc.reduce(total, "sum") if acc is not None else total
+    return (total[0] / total[1].clamp_min(1)).item()
 
 
 def _evaluate(task: Task, model: Any, acc: Any, evals: list, step: int, bar: Any) -> None:

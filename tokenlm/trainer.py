@@ -303,6 +303,53 @@ def _evaluate(task: Task, model: Any, acc: Any, evals: list, step: int, bar: Any
 
 # the loop ---------------------------------------------------------------------------------------
 
+@dataclass
+class _Run:
+    """A run after setup: prepared model and optimizer, data order, facts, and the history a resume restored."""
+
+    model: Any
+    optimizer: Any
+    params: list
+    sampler: Sampler
+    facts: dict[str, Any]
+    start: int = 0
+    losses: list[float] = field(default_factory=list)
+    evals: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    resumed: bool = False
+
+
+def _setup(task: Task, cfg: LoopConfig, acc: Any) -> _Run:
+    """Facts, sampler, model and optimizer; from the newest step checkpoint when resuming (facts checked first)."""
+    gsize = cfg.batch_size * acc.num_processes * cfg.grad_accum
+    facts = {**task.facts(), "global_batch": gsize, "seed": cfg.seed, "steps": cfg.steps}
+    resume_dir = latest_checkpoint(cfg.out) if cfg.resume else None
+    state = read_train_state(resume_dir, task.error) if resume_dir is not None else None
+    if state is not None:
+        check_facts(resume_dir, state[0].get("facts", {}), facts, task.error)
+    wrapper = task.build(resume_dir)
+    params = [p for p in wrapper.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    run = _Run(wrapper, optimizer, params, Sampler(task.num_examples(), gsize, cfg.seed), facts)
+    if state is not None:
+        meta = restore_train_state(optimizer, *state)
+        run.start, run.losses, run.resumed = meta["step"], list(meta["losses"]), True
+        run.evals = [(s, e) for s, e in meta["evals"]]
+    run.model, run.optimizer = acc.prepare(wrapper, optimizer)
+    return run
+
+
+def _checkpoint(task: Task, run: _Run, acc: Any, cfg: LoopConfig, step: int, folder: Path,
+                final_eval: dict | None = None) -> None:
+    """The task's checkpoint into `folder`; for a step folder also the train state, then prune old steps."""
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        task.save(acc.unwrap_model(run.model), folder, final_eval)
+        if folder != Path(cfg.out):
+            save_train_state(folder, run.optimizer, step, run.losses, run.evals, run.facts)
+            prune_steps(step_dirs(folder.parent, STEP_PATTERN, STATE_FILE), cfg.keep_last)
+    acc.wait_for_everyone()
+
+
 def train_loop(task: Task, cfg: LoopConfig, accelerator: Any = None) -> TrainResult:
     """Run (or resume) `task` as configured; see the module docstring. Returns the losses and evals."""
     from accelerate.utils import set_seed
@@ -312,58 +359,35 @@ def train_loop(task: Task, cfg: LoopConfig, accelerator: Any = None) -> TrainRes
     acc = accelerator or make_accelerator(cfg.device, task.error)
     _prepare_out(cfg, task, acc)
     set_seed(cfg.seed)
-    gsize = cfg.batch_size * acc.num_processes * cfg.grad_accum
-    sampler = Sampler(task.num_examples(), gsize, cfg.seed)
-    facts = {**task.facts(), "global_batch": gsize, "seed": cfg.seed, "steps": cfg.steps}
-    resume_dir = latest_checkpoint(cfg.out) if cfg.resume else None
-    state = read_train_state(resume_dir, task.error) if resume_dir is not None else None
-    if state is not None:
-        check_facts(resume_dir, state[0].get("facts", {}), facts, task.error)
-    wrapper = task.build(resume_dir)
-    params = [p for p in wrapper.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    start, losses, evals = 0, [], []
-    if state is not None:
-        meta = restore_train_state(optimizer, *state)
-        start, losses, evals = meta["step"], list(meta["losses"]), [(s, e) for s, e in meta["evals"]]
-    model, optimizer = acc.prepare(wrapper, optimizer)
-
-    def checkpoint(step: int, folder: Path, final_eval: dict | None = None) -> None:
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            task.save(acc.unwrap_model(model), folder, final_eval)
-            if folder != Path(cfg.out):
-                save_train_state(folder, optimizer, step, losses, evals, facts)
-                prune_steps(step_dirs(folder.parent, STEP_PATTERN, STATE_FILE), cfg.keep_last)
-        acc.wait_for_everyone()
-
-    bar = tqdm(total=cfg.end_step, initial=start, desc=cfg.desc, unit="step",
+    run = _setup(task, cfg, acc)
+    bar = tqdm(total=cfg.end_step, initial=run.start, desc=cfg.desc, unit="step",
                disable=True if not acc.is_main_process else (None if cfg.progress is None else not cfg.progress))
     times: list[float] = []
-    for step in range(start, cfg.end_step):
+    for step in range(run.start, cfg.end_step):
         t1 = time.perf_counter()
-        for g in optimizer.param_groups:
+        for g in run.optimizer.param_groups:
             g["lr"] = lr_at(step, cfg.lr, cfg.steps, cfg.warmup_steps, cfg.min_lr_ratio)
-        micro = sampler.micro_batches(step, cfg.batch_size, acc.process_index, acc.num_processes)
-        losses.append(_step(task, model, optimizer, acc, micro, cfg))
+        micro = run.sampler.micro_batches(step, cfg.batch_size, acc.process_index, acc.num_processes)
+        run.losses.append(_step(task, run.model, run.optimizer, acc, micro, cfg))
         times.append(time.perf_counter() - t1)
         bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        bar.set_postfix(loss=f"{run.losses[-1]:.4f}")
         done = step + 1
         if cfg.eval_every and done % cfg.eval_every == 0 or done == cfg.steps:
-            _evaluate(task, model, acc, evals, done, bar)
+            _evaluate(task, run.model, acc, run.evals, done, bar)
         if cfg.save_every and done % cfg.save_every == 0 or done == cfg.end_step:
-            checkpoint(done, Path(cfg.out) / "checkpoints" / f"step-{done:06d}")
+            _checkpoint(task, run, acc, cfg, done, Path(cfg.out) / "checkpoints" / f"step-{done:06d}")
     bar.close()
     final = Path(cfg.out) if cfg.end_step == cfg.steps else latest_checkpoint(cfg.out)
     if cfg.end_step == cfg.steps:
-        checkpoint(cfg.steps, final, evals[-1][1] if evals and evals[-1][0] == cfg.steps else {})
-    result = TrainResult(out=str(cfg.out), steps=cfg.end_step, losses=losses, evals=evals, final_dir=final,
+        last = run.evals[-1][1] if run.evals and run.evals[-1][0] == cfg.steps else {}
+        _checkpoint(task, run, acc, cfg, cfg.steps, final, last)
+    result = TrainResult(out=str(cfg.out), steps=cfg.end_step, losses=run.losses, evals=run.evals, final_dir=final,
                          processes=acc.num_processes, seconds=time.perf_counter() - t0,
-                         resumed_from=start if resume_dir is not None else None,
+                         resumed_from=run.start if run.resumed else None,
                          step_time_s=statistics.median(times) if times else 0.0,
-                         peak_memory_bytes=peak_memory_bytes(acc.device), trainable_params=sum(p.numel() for p in params),
-                         info=task.summary())
+                         peak_memory_bytes=peak_memory_bytes(acc.device),
+                         trainable_params=sum(p.numel() for p in run.params), info=task.summary())
     if acc.is_main_process:
         atomic_write_json(Path(cfg.out) / "train_result.json", result.to_json())
     acc.wait_for_everyone()

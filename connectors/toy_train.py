@@ -46,11 +46,11 @@ def run_toy(out_dir: str | Path, config: ConnectorTrainConfig, examples: int = 1
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line (main process only).")
 def main(out_dir: Path, steps: int, batch_size: int, lr: float, examples: int, resampler: str, float64: bool,
          as_json: bool) -> None:
-    """Train the tiny toy VLM's connector; the final checkpoint goes to OUT/final."""
-    from accelerate import Accelerator
+    """Train the tiny toy VLM's connector; the final checkpoint goes to OUT."""
+    from tokenlm.trainer import make_accelerator
 
     torch.set_num_threads(1)
-    acc = Accelerator(cpu=not torch.cuda.is_available())  # cpu=True: torchrun's WORLD_SIZE -> a gloo group
+    acc = make_accelerator("auto")  # on CPU: cpu=True, so torchrun's WORLD_SIZE gives a gloo group
     cfg = ConnectorTrainConfig(steps=steps, batch_size=batch_size, lr=lr, warmup_steps=1)
     dtype = torch.float64 if float64 else torch.float32
     res = run_toy(out_dir, cfg, examples, resampler, accelerator=acc, dtype=dtype)

@@ -7,8 +7,9 @@ Data: synthetic 2:1 panoramas, each with one coloured shape at a compass directi
 "a red square to the north." (the tiny LM's caption grammar); held-out scenes are new draws. Both tracks
 see the same views of the same vision tower. The discrete track quantises the features with a k-means
 codebook (the tiny space's codebook when the widths match) and trains only the new embedding rows of
-the grown LM (`tokenlm`); the continuous track trains a Perceiver connector (`connectors`). Same AdamW,
-learning rate, batch size, data order and steps. Each track runs in its own process so its peak memory
+the grown LM (`tokenlm`); the continuous track trains a Perceiver connector (`connectors`). Both are tasks
+of the one training loop (`tokenlm.trainer`) with the same settings: AdamW, LR schedule, batch size, data
+order, steps. Each track runs in its own process so its peak memory
 is its own (max RSS on CPU, max allocated on CUDA).
 
 Held-out i2t loss is the mean cross-entropy (nats) over the caption's text tokens only (both tracks use
@@ -19,11 +20,9 @@ the own-image loss: how much the model actually reads the image.
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -110,13 +109,9 @@ def load_pieces(args: Any) -> dict[str, Any]:
             "space": space, "captions": [c for _, c in data]}
 
 
-def _lr(step: int, args: Any) -> float:
-    warm = max(1, args.steps // 10)
-    return args.lr * min(1.0, (step + 1) / warm) * (0.55 + 0.45 * math.cos(math.pi * min(1.0, step / args.steps)))
-
-
-def _dir_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+def _checkpoint_bytes(folder: Path) -> int:
+    """Bytes of the trainable-state checkpoint in `folder` (its own files, not step checkpoints or the summary)."""
+    return sum(f.stat().st_size for f in Path(folder).iterdir() if f.is_file() and f.name != "train_result.json")
 
 
 def _train_config(args: Any) -> Any:
@@ -126,68 +121,65 @@ def _train_config(args: Any) -> Any:
                                 warmup_steps=max(1, args.steps // 10), seed=args.seed)
 
 
-def run_discrete(p: dict[str, Any], args: Any, out: Path) -> dict[str, Any]:
-    """Rows-only training of the grown LM on i2t sequences of quantised views."""
-    import copy
+def _loop_config(args: Any, out: Path) -> Any:
+    """The shared loop's settings, the same for both tracks (a fresh run in `out`)."""
+    from connectors.train import loop_config
 
-    from connectors.train import batch_indices, lr_at, peak_memory_bytes
-    from tokenlm.checkpoint import save_rows
-    from tokenlm.data import collate
-    from tokenlm.model import ChunkedLossLM, grow_model
+    return loop_config(_train_config(args), out, resume=False, overwrite=True, stop_at=None)
+
+
+def _track_result(name: str, res: Any) -> dict[str, Any]:
+    return {"track": name, "trainable_params": res.trainable_params, "saved_bytes": _checkpoint_bytes(res.final_dir),
+            "step_time_s": res.step_time_s, "peak_memory_bytes": res.peak_memory_bytes,
+            "held_out_loss": res.eval["loss"], "shuffled_loss": res.eval["shuffled_loss"], "gap": res.eval["gap"],
+            "losses": res.losses}
+
+
+def run_discrete(p: dict[str, Any], args: Any, out: Path) -> dict[str, Any]:
+    """Rows-only training of the grown LM on i2t sequences of quantised views (`tokenlm.train.TokenLMTask`)."""
+    import copy
+    import dataclasses
+
+    from tokenlm.model import grow_model
+    from tokenlm.train import TokenLMTask
+    from tokenlm.trainer import train_loop
     from uti.sequence import IGNORE_INDEX, build_sequence, pad_row
 
-    space, cfg, n = p["space"], _train_config(args), args.train
+    space, n, h = p["space"], args.train, args.held_out
     image_ids = [space.ranges["image"].to_global(p["codebook"].quantize(f).flatten().tolist()) for f in p["feats"]]
     caps = [p["text"].encode(c) for c in p["captions"]]
     seqs = {(i, j): build_sequence(space, "i2t", target=caps[i], condition=image_ids[j])
-            for i in range(len(caps)) for j in (i, n + (i - n + 1) % args.held_out if i >= n else i)}
+            for i in range(len(caps)) for j in (i, n + (i - n + 1) % h if i >= n else i)}
     max_len, pad = max(len(s) for s in seqs.values()), space.special_id("<|pad|>")
-    model = ChunkedLossLM(grow_model(copy.deepcopy(p["lm"]), space))
-    params = [q for q in model.parameters() if q.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    losses, times = [], []
-    model.train()
-    for step in range(cfg.steps):
-        t0 = time.perf_counter()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        batch = collate([pad_row([seqs[(i, i)]], max_len, pad) for i in batch_indices(step, n, cfg)])
-        loss, _ = model(**batch)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
-        times.append(time.perf_counter() - t0)
-    model.eval()
     base_vocab = space.abi["text"]["base_vocab_size"]
 
-    @torch.no_grad()
-    def held_out(shuffled: bool) -> float:
-        total, count = 0.0, 0
-        for i in range(n, n + args.held_out):
-            j = n + (i - n + 1) % args.held_out if shuffled else i
-            batch = collate([pad_row([seqs[(i, j)]], max_len, pad)])
-            lab = batch["labels"]
-            batch["labels"] = torch.where((lab >= 0) & (lab < base_vocab), lab, IGNORE_INDEX)  # caption text only
-            loss, cnt = model(**batch)
-            total, count = total + float(loss) * int(cnt), count + int(cnt)
-        return total / max(count, 1)
+    def row(i: int, j: int, caption_only: bool = False) -> Any:
+        r = pad_row([seqs[(i, j)]], max_len, pad)
+        if not caption_only:
+            return r
+        return dataclasses.replace(r, labels=tuple(y if 0 <= y < base_vocab else IGNORE_INDEX for y in r.labels))
 
-    own, shuf = held_out(False), held_out(True)
-    save_rows(model.lm, out / "discrete", space)
-    return {"track": "discrete rows", "trainable_params": sum(q.numel() for q in params),
-            "saved_bytes": _dir_bytes(out / "discrete"), "step_time_s": float(np.median(times)),
-            "peak_memory_bytes": peak_memory_bytes(torch.device("cpu")), "held_out_loss": own,
-            "shuffled_loss": shuf, "gap": shuf - own, "losses": losses}
+    own = [row(i, i, True) for i in range(n, n + h)]
+    shuffled = [row(i, n + (i - n + 1) % h, True) for i in range(n, n + h)]
+
+    class DiscreteTask(TokenLMTask):
+        """Held-out eval as the continuous track's: caption text only, own image vs another scene's image."""
+
+        def evaluate(self, model: Any, acc: Any) -> dict[str, float]:
+            loss, shuf = self.mean_loss(model, acc, own), self.mean_loss(model, acc, shuffled)
+            return {"loss": loss, "shuffled_loss": shuf, "gap": shuf - loss}
+
+    task = DiscreteTask(space, [row(i, i) for i in range(n)], [], lambda: grow_model(copy.deepcopy(p["lm"]), space))
+    return _track_result("discrete rows", train_loop(task, _loop_config(args, out / "discrete")))
 
 
 def run_continuous(p: dict[str, Any], args: Any, out: Path) -> dict[str, Any]:
-    """Stage-1 connector training (LLM frozen) on the same views, captions and schedule."""
+    """Stage-1 connector training (LLM frozen) on the same views, captions and loop settings."""
     import copy
 
     from connectors import CaptionExample, Connector, ConnectorConfig, ContinuousVLM, ImageTokenIds, ViewFeatures
-    from connectors.train import train_connector
+    from connectors.train import ConnectorTask
+    from tokenlm.trainer import train_loop
 
     views, tower, lm, n = p["views"], p["tower"], p["lm"], args.train
     yaw_pitch = torch.tensor([[v.yaw, v.pitch] for v in views], dtype=torch.float32)
@@ -198,12 +190,8 @@ def run_continuous(p: dict[str, Any], args: Any, out: Path) -> dict[str, Any]:
             "head_dim": dim // 4}
     connector = Connector(ConnectorConfig(llm_width=int(lm.config.hidden_size), resampler_cfg=rcfg))
     vlm = ContinuousVLM(copy.deepcopy(lm), connector, ImageTokenIds.from_space(p["space"]))
-    res = train_connector(vlm, ex[:n], ex[n:], encode=p["text"].encode, config=_train_config(args),
-                          out_dir=out / "continuous", tower=tower.abi(), space_hash=p["space"].hash)
-    return {"track": "continuous connector", "trainable_params": res.trainable_params,
-            "saved_bytes": _dir_bytes(res.final_dir), "step_time_s": res.step_time_s,
-            "peak_memory_bytes": res.peak_memory_bytes, "held_out_loss": res.eval["loss"],
-            "shuffled_loss": res.eval["shuffled_loss"], "gap": res.eval["gap"], "losses": res.losses}
+    task = ConnectorTask(vlm, ex[:n], ex[n:], p["text"].encode, _train_config(args), tower.abi(), p["space"].hash)
+    return _track_result("continuous connector", train_loop(task, _loop_config(args, out / "continuous")))
 
 
 COLUMNS = [("trainable_params", "trainable params", "{:,}"), ("saved_bytes", "saved bytes", "{:,}"),

@@ -40,7 +40,7 @@ def test_two_cpu_processes_match_one(tmp_path) -> None:
     ddp = json.loads(out.strip().splitlines()[-1])
     assert ddp["processes"] == 2
     torch.testing.assert_close(torch.tensor(ddp["losses"]), torch.tensor(one.losses), rtol=1e-5, atol=1e-6)
-    a, b = checkpoint_tensors(tmp_path / "ddp" / "final")[0], checkpoint_tensors(one.final_dir)[0]
+    a, b = checkpoint_tensors(tmp_path / "ddp")[0], checkpoint_tensors(one.final_dir)[0]
     assert a.keys() == b.keys() and len(a) > 0
     start = tiny_connector(resampler="perceiver").state_dict()  # the seeded weights both runs start from
     assert any(not torch.equal(start[k], a[k]) for k in a)  # training moved the weights

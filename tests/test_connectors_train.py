@@ -9,7 +9,7 @@ from connectors import ConnectorError, ContinuousVLM
 from connectors.checkpoint import checkpoint_tensors, load_connector
 from connectors.testing import TINY_FEAT, TINY_IDS, byte_encode, tiny_connector, tiny_llm, toy_captions
 from connectors.train import ConnectorTrainConfig, train_connector
-from connectors.train_state import latest_step_dir
+from tokenlm.trainer import latest_checkpoint
 from uti.config import from_dict
 from uti.errors import ConfigError
 
@@ -40,7 +40,7 @@ def test_resume_replays_the_uninterrupted_run(tmp_path) -> None:
     train_connector(full, data, [], encode=byte_encode, config=cfg, out_dir=tmp_path / "a", tower=TOWER)
     part = _vlm()
     train_connector(part, data, [], encode=byte_encode, config=cfg, out_dir=tmp_path / "b", tower=TOWER, stop_at=2)
-    assert latest_step_dir(tmp_path / "b").name == "step-2"
+    assert latest_checkpoint(tmp_path / "b").name == "step-000002"
     resumed = _vlm()  # fresh process: weights come from the step checkpoint
     res = train_connector(resumed, data, [], encode=byte_encode, config=cfg, out_dir=tmp_path / "b", tower=TOWER)
     assert len(res.losses) == 4
@@ -87,11 +87,15 @@ def test_out_dir_needs_resume_or_overwrite_and_is_cleaned(tmp_path) -> None:
     cfg = ConnectorTrainConfig(steps=3, batch_size=2, warmup_steps=1, save_every=1, keep_checkpoints=1)
     data = toy_captions(4, 0)
     train_connector(_vlm(), data, [], encode=byte_encode, config=cfg, out_dir=tmp_path, tower=TOWER, stop_at=2)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["step-2"]  # step-1 pruned
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000002"]  # step-1 pruned
     with pytest.raises(ConnectorError, match="--resume.*--overwrite"):
         train_connector(_vlm(), data, [], encode=byte_encode, config=cfg, out_dir=tmp_path, tower=TOWER, resume=False)
-    (tmp_path / "step-2" / ".connector.json.k1.tmp").write_text("")  # left by a killed save
+    (tmp_path / "checkpoints" / "step-000002" / ".connector.json.k1.tmp").write_text("")  # left by a killed save
     res = train_connector(_vlm(), data, [], encode=byte_encode, config=cfg, out_dir=tmp_path, tower=TOWER,
                           resume=False, overwrite=True)
     assert len(res.losses) == 3 and not list(tmp_path.rglob("*.tmp"))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["final", "losses.json", "step-2"]  # keep_checkpoints=1
+    # the final connector in out_dir itself, the newest step checkpoint only (keep_checkpoints=1)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("connector.")) == [
+        "checkpoints", "train_result.json"]
+    assert (tmp_path / "connector.json").is_file() and len(list(tmp_path.glob("connector.*.safetensors"))) == 1
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-000003"]

@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from tokenlm.checkpoint import MANIFEST_FILE, rows_file
-from tokenlm.train import TrainConfig, TrainError, global_batch_indices, train
+from tokenlm.train import TrainConfig, TrainError, train
+from tokenlm.trainer import Sampler
 from uti.config import from_dict
 from uti.errors import ConfigError
 
@@ -43,11 +44,11 @@ def test_config_rejects_unknown_and_bad_values():
 
 def test_global_batches_walk_epoch_permutations():
     n, size = 5, 3
-    stream = [i for s in range(5) for i in global_batch_indices(s, n, size, seed=1)]  # 15 = 3 epochs
+    stream = [i for s in range(5) for i in Sampler(n, size, seed=1).indices(s)]  # 15 = 3 epochs
     for e in range(3):
         assert sorted(stream[e * n:(e + 1) * n]) == list(range(n))
-    assert global_batch_indices(2, n, size, 1) == global_batch_indices(2, n, size, 1)
-    assert stream[:n] != [i for s in range(2) for i in global_batch_indices(s, n, size, 2)][:n]
+    assert Sampler(n, size, 1).indices(2) == Sampler(n, size, 1).indices(2)
+    assert stream[:n] != [i for s in range(2) for i in Sampler(n, size, 2).indices(s)][:n]
 
 
 def test_resume_reproduces_uninterrupted_losses(setup, tmp_path):

@@ -93,12 +93,12 @@ def commit(folder: str | Path, files: list[tuple[str, str, str, Callable[[Path],
     return folder
 
 
-def read_json(path: Path, error: type[UTIError]) -> Any:
+def read_json(path: Path, error: type[UTIError], max_bytes: int = MAX_MANIFEST_BYTES) -> Any:
     """Parse a small JSON file, bounded in size; unreadable, huge, deeply nested or invalid JSON raises `error`."""
     try:
         size = path.stat().st_size
-        if size > MAX_MANIFEST_BYTES:
-            raise error(f"{path} is {size} bytes; a manifest is at most {MAX_MANIFEST_BYTES} bytes")
+        if size > max_bytes:
+            raise error(f"{path} is {size} bytes; a manifest is at most {max_bytes} bytes")
         return json.loads(path.read_text(encoding="utf-8"))
     except UTIError:
         raise

@@ -1,6 +1,6 @@
-"""Run folders of the training loops (token LM and connector): start, resume, prune, overwrite, safely.
+"""Run folders of the training loop (`tokenlm.trainer`, both tracks): start, resume, prune, overwrite, safely.
 
-Shared by `tokenlm.train` and `connectors.train`, whose folders differ only in names:
+Each task names the files its checkpoint writes; the rest of the layout is the loop's:
 
 * `prepare_out(out, resume, overwrite, is_artifact)`: a non-empty `out` without `resume` or `overwrite`
   is refused (one line naming both options); `overwrite` first deletes the old run, and only when every

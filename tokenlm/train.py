@@ -1,114 +1,101 @@
-"""Training on Hugging Face Accelerate: stages rows | lora | full, eval, checkpoints and exact resume.
+"""`tokenlm train`: the token-LM track as a task of the shared training loop (`tokenlm.trainer`).
 
-One code path for one CPU process, `torchrun`/`accelerate launch` with DDP (gloo on CPU, NCCL on GPU):
-
-* Data: every process builds the same packed rows (`tokenlm.data`). Step s takes the global batch
-  `batch_size * processes * grad_accum` rows from a seeded per-epoch permutation (a pure function of
-  seed and step, so resume needs no sampler state); micro-batch m of rank r is a fixed slice of it.
-* Loss: the chunked full-vocabulary cross-entropy of `tokenlm.model.ChunkedLossLM`. Each micro-batch's
-  mean is rescaled by `count * processes / global_count` (DDP averages gradients over processes), so the
-  gradient is that of the per-token mean over the whole global batch: one process and N processes on the
-  same global batch give the same update.
-* Checkpoints under `out/checkpoints/step-NNNNNN/`: the rows checkpoint (`tokenlm.checkpoint.save_rows`)
-  plus `train_state.safetensors` (optimizer tensors under `optimizer.state.<i>.<name>`, RNG states) and
-  `train_state.json` (written last: step, loss history, param groups, and the run's facts: tasks, a
-  fingerprint of the built train/eval sequences, global batch, seed, ...). No pickle. Only the newest
-  `keep_last` step folders are kept. Resume loads the newest one, refuses other facts (one line showing
-  both) and reproduces the uninterrupted run's losses exactly.
-* The final rows go to `out/` itself (the folder `tokenlm generate --rows` takes), the summary to
-  `out/train_result.json`.
-* A non-empty `out` needs `resume` or `overwrite` (which deletes only what a run writes); what killed
-  runs left (temp files, half-pruned folders) is cleaned at start (`tokenlm.run_dir`).
+Stages rows | lora | full. Every process builds the same packed rows (`tokenlm.data`); the loss is the
+chunked full-vocabulary cross-entropy of `tokenlm.model.ChunkedLossLM`. Batches, LR schedule, DDP loss
+normalisation, step checkpoints under `out/checkpoints/step-NNNNNN/`, exact resume, the `--out` rules and
+`out/train_result.json` are the loop's (see `tokenlm.trainer`). The trainable state is a rows checkpoint
+(`tokenlm.checkpoint.save_rows`); the final one goes to `out/` itself, the folder `tokenlm generate --rows`
+takes. A resume also refuses another stage, task set, packing length, token space or data.
 
 FSDP: the model is prepared by Accelerate, so an FSDP `accelerate launch` config wraps it; the optimizer
-state written here is then each rank's shard view and resume is supported for DDP/single process only.
+state written then is each rank's shard view and resume is supported for DDP/single process only.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import random
-import re
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import torch
 
 from uti.errors import UTIError
-from uti.io import atomic_save_safetensors, atomic_write_json
 from uti.space import TokenSpace
 
 from .checkpoint import MANIFEST_FILE, ROWS_STEM, SPACE_STEM
-from .data import build_rows, build_sequences, collate, label_count, load_shard_items, read_records, split_records
+from .data import build_rows, build_sequences, collate, load_shard_items, read_records, split_records
+from .run_dir import rows_fingerprint
 from .train_config import TrainConfig
-from .run_dir import check_facts, prepare_out, prune_steps, rows_fingerprint, step_dirs
-from .train_state import optimizer_state_join, optimizer_state_split
+from .trainer import LoopConfig, TrainResult, latest_checkpoint, per_token_mean, train_loop
 
-__all__ = ["TrainConfig", "TrainResult", "TrainError", "train", "global_batch_indices", "latest_checkpoint"]
-
-STATE_FORMAT = "tokenlm-train-state"
-STEP_PATTERN, STATE_FILE = r"step-(\d+)", "train_state.json"
-# what a run writes into out/: anything else makes --overwrite refuse
-_ARTIFACT = re.compile(rf"{MANIFEST_FILE}|{ROWS_STEM}\.[0-9a-f]{{16}}\.safetensors|{SPACE_STEM}\.[0-9a-f]{{16}}\.json|"
-                       r"train_result\.json|checkpoints|trainable_rows\.safetensors|token_space\.json|\..*\.tmp|"
-                       r"\.deleting-.*")
+__all__ = ["TrainConfig", "TrainResult", "TrainError", "TokenLMTask", "train", "latest_checkpoint"]
 
 
 class TrainError(UTIError, ValueError):
     """A run cannot start or resume as configured."""
 
 
-@dataclass
-class TrainResult:
-    """What a run did: per-step train losses (whole run, resumed parts included) and eval losses."""
+class TokenLMTask:
+    """The token-LM track for `tokenlm.trainer.train_loop`: packed rows, a grown LM under a stage, rows checkpoints.
 
-    out: str
-    steps: int
-    losses: list[float]
-    eval_losses: list[tuple[int, float]] = field(default_factory=list)
-    train_rows: int = 0
-    eval_rows: int = 0
-    processes: int = 1
-    seconds: float = 0.0
-    resumed_from: int | None = None
+    `make_model()` returns the grown LM (stage not applied yet); `facts` adds what the caller's data means
+    (e.g. tasks, max_len) to the resume checks.
+    """
 
-    def to_json(self) -> dict:
-        return {"out": self.out, "steps": self.steps, "losses": self.losses,
-                "eval_losses": [list(e) for e in self.eval_losses], "final_loss": self.losses[-1] if self.losses else None,
-                "final_eval_loss": self.eval_losses[-1][1] if self.eval_losses else None,
-                "train_rows": self.train_rows, "eval_rows": self.eval_rows, "processes": self.processes,
-                "seconds": round(self.seconds, 3), "resumed_from": self.resumed_from}
+    error = TrainError
+    manifest = MANIFEST_FILE
+    artifacts = (rf"{MANIFEST_FILE}|{ROWS_STEM}\.[0-9a-f]{{16}}\.safetensors|{SPACE_STEM}\.[0-9a-f]{{16}}\.json|"
+                 r"trainable_rows\.safetensors|token_space\.json")
 
+    def __init__(self, space: TokenSpace, rows: Sequence[Any], eval_rows: Sequence[Any],
+                 make_model: Callable[[], torch.nn.Module], stage: str = "rows", base_ref: str | None = None,
+                 chunk_tokens: int = 1024, eval_batch_size: int = 8, facts: dict[str, Any] | None = None) -> None:
+        self.space, self.rows, self.eval_rows, self.make_model = space, list(rows), list(eval_rows), make_model
+        self.stage, self.base_ref, self.chunk_tokens, self.eval_batch_size = stage, base_ref, chunk_tokens, eval_batch_size
+        self.extra_facts = dict(facts or {})
 
-# data schedule ----------------------------------------------------------------------------------
+    def num_examples(self) -> int:
+        return len(self.rows)
 
-def global_batch_indices(step: int, n_rows: int, size: int, seed: int) -> list[int]:
-    """Row indices of optimizer step `step`: positions [step*size, (step+1)*size) of the epoch-permutation stream."""
-    out: list[int] = []
-    perms: dict[int, list[int]] = {}
-    for pos in range(step * size, (step + 1) * size):
-        epoch, k = divmod(pos, n_rows)
-        if epoch not in perms:
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-            perms[epoch] = torch.randperm(n_rows, generator=gen).tolist()
-        out.append(perms[epoch][k])
-    return out
+    def facts(self) -> dict[str, Any]:
+        data = rows_fingerprint((r.input_ids, r.labels, r.position_ids) for r in self.rows + self.eval_rows)
+        return {"stage": self.stage, **self.extra_facts, "data_hash": data, "train_rows": len(self.rows),
+                "eval_rows": len(self.eval_rows), "token_space_hash": self.space.hash}
 
+    def build(self, resume_from: Path | None) -> torch.nn.Module:
+        """Grown LM with the stage applied (fresh) or the checkpoint's rows patched back (resume), loss-wrapped."""
+        from .checkpoint import load_rows
+        from .model import ChunkedLossLM, apply_stage
 
-def _lr_at(cfg: TrainConfig, step: int) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "constant":
-        return cfg.lr
-    frac = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+        model = self.make_model()
+        model = apply_stage(model, self.stage) if resume_from is None else load_rows(model, resume_from, self.space)
+        model.train()
+        return ChunkedLossLM(model, chunk_tokens=self.chunk_tokens)
 
+    def batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        return collate([self.rows[i] for i in indices])
 
-# data -------------------------------------------------------------------------------------------
+    def loss(self, model: Any, batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, count = model(**{n: t.to(device) for n, t in batch.items()})
+        return mean * count, count
+
+    def evaluate(self, model: Any, acc: Any) -> dict[str, float] | None:
+        """{"loss": per-token mean loss over the eval rows}, or None without eval rows."""
+        return {"loss": self.mean_loss(model, acc, self.eval_rows)} if self.eval_rows else None
+
+    def mean_loss(self, model: Any, acc: Any, rows: Sequence[Any]) -> float:
+        """Per-token mean loss over `rows` (split across processes); leaves `model` in eval mode."""
+        model.eval()
+        return per_token_mean(rows, self.eval_batch_size, lambda chunk: self.loss(model, collate(chunk), acc.device),
+                              acc.device, acc)
+
+    def save(self, model: torch.nn.Module, folder: Path, final_eval: dict[str, float] | None) -> None:
+        from .checkpoint import save_rows
+
+        save_rows(model.lm, folder, self.space, base_model=self.base_ref)
+
+    def summary(self) -> dict[str, Any]:
+        return {"train_rows": len(self.rows), "eval_rows": len(self.eval_rows)}
+
 
 def _load_data(cfg: TrainConfig, space: TokenSpace) -> tuple[list, list]:
     """(train rows, eval rows) from the config's sources."""
@@ -129,8 +116,6 @@ def _load_data(cfg: TrainConfig, space: TokenSpace) -> tuple[list, list]:
     return train_rows, eval_rows
 
 
-# model ------------------------------------------------------------------------------------------
-
 def _base_ref(cfg: TrainConfig, space: TokenSpace) -> str:
     if cfg.base:
         return cfg.base
@@ -139,199 +124,29 @@ def _base_ref(cfg: TrainConfig, space: TokenSpace) -> str:
     return str(space.asset("base_model"))
 
 
-def _build_model(cfg: TrainConfig, space: TokenSpace, resume_dir: Path | None) -> torch.nn.Module:
-    """Base -> grown -> stage applied (fresh) or rows patched back (resume); wrapped for the chunked loss."""
-    from .checkpoint import load_rows, read_manifest
-    from .model import ChunkedLossLM, apply_stage, grow_model, load_base
-
-    model = grow_model(load_base(_base_ref(cfg, space), cfg.dtype), space, init=cfg.init, seed=cfg.seed)
-    if resume_dir is None:
-        model = apply_stage(model, cfg.stage)
-    else:
-        stage = read_manifest(resume_dir)["stage"]
-        if stage != cfg.stage:
-            raise TrainError(f"{resume_dir} was trained with stage {stage!r}, this run asks for {cfg.stage!r}")
-        model = load_rows(model, resume_dir, space)
-    model.train()
-    return ChunkedLossLM(model, chunk_tokens=cfg.chunk_tokens)
-
-
-# train state (optimizer + step + RNG), no pickle -------------------------------------------------
-
-def _save_train_state(folder: Path, optimizer: Any, step: int, losses: list, evals: list, facts: dict) -> None:
-    tensors, opt_json = optimizer_state_split(optimizer)
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    py_state = random.getstate()
-    atomic_save_safetensors(folder / "train_state.safetensors", tensors, metadata={"format": STATE_FORMAT})
-    atomic_write_json(folder / STATE_FILE, {
-        "format": STATE_FORMAT, "version": 1, "step": step, "losses": losses, "eval_losses": evals,
-        "param_groups": opt_json["param_groups"], "optimizer_scalars": opt_json["scalars"],
-        "python_random": [py_state[0], list(py_state[1]), py_state[2]], **facts,
-    })
-
-
-def _load_train_state(folder: Path, optimizer: Any, facts: dict) -> dict:
-    from safetensors.torch import load_file
-
-    try:
-        meta = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
-        tensors = load_file(str(folder / "train_state.safetensors"))
-    except Exception as err:  # missing, truncated or garbled files
-        raise TrainError(f"{folder}: cannot read train state ({str(err).splitlines()[0]}); "
-                         "delete this checkpoint folder to resume from an earlier one") from None
-    check_facts(folder, meta, facts, TrainError)
-    optimizer_state_join(optimizer, tensors, {"param_groups": meta["param_groups"], "scalars": meta["optimizer_scalars"]})
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
-    v, s, g = meta["python_random"]
-    random.setstate((v, tuple(s), g))
-    return meta
-
-
-def latest_checkpoint(out: str | Path) -> Path | None:
-    """The newest `out/checkpoints/step-N` folder holding a complete train state, or None."""
-    found = step_dirs(Path(out) / "checkpoints", STEP_PATTERN, STATE_FILE)
-    return found[-1][1] if found else None
-
-
-# the loop ---------------------------------------------------------------------------------------
-
-def _evaluate(model: Any, acc: Any, rows: list, batch_size: int) -> float | None:
-    """Per-token mean loss over `rows` (split across processes, summed with all-reduce)."""
-    if not rows:
-        return None
-    mine = rows[acc.process_index::acc.num_processes]
-    total = torch.zeros(2, dtype=torch.float64, device=acc.device)  # (loss sum, tokens)
-    model.eval()
-    with torch.no_grad():
-        for k in range(0, len(mine), batch_size):
-            batch = {n: t.to(acc.device) for n, t in collate(mine[k:k + batch_size]).items()}
-            loss, count = model(**batch)
-            total += torch.stack([loss.double() * count, count.double()])
-    model.train()
-    total = acc.reduce(total, "sum")
-    return (total[0] / total[1].clamp_min(1)).item()
-
-
-def _step(model: Any, acc: Any, rows: list, idx: list[int], cfg: TrainConfig) -> float:
-    """Forward/backward of one global batch (all micro-batches of this rank); returns the global mean loss."""
-    world, rank, b = acc.num_processes, acc.process_index, cfg.batch_size
-    global_count = label_count([rows[i] for i in idx])
-    if global_count == 0:
-        raise TrainError("a global batch has no labelled tokens; check tasks and data")
-    local = torch.zeros((), dtype=torch.float64, device=acc.device)
-    for m in range(cfg.grad_accum):
-        chunk = idx[m * b * world:(m + 1) * b * world][rank * b:(rank + 1) * b]
-        batch = {n: t.to(acc.device) for n, t in collate([rows[i] for i in chunk]).items()}
-        sync = m == cfg.grad_accum - 1
-        with contextlib.nullcontext() if sync else acc.no_sync(model):
-            loss, count = model(**batch)
-            acc.backward(loss * (count * world / global_count))
-        local += loss.detach().double() * count
-    return (acc.reduce(local, "sum") / global_count).item()
-
-
-def _has_accelerator() -> bool:
-    """A GPU (or other torch accelerator) is present (torch >= 2.6 API, CUDA check before)."""
-    api = getattr(torch, "accelerator", None)
-    return bool(api.is_available()) if api is not None else torch.cuda.is_available()
-
-
-def _accelerator(config: TrainConfig) -> Any:
-    """Accelerate on the configured device: `cuda` without a visible GPU is a one-line error."""
-    from accelerate import Accelerator
-
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise TrainError("--device cuda asked for, but torch sees no CUDA GPU (torch.cuda.is_available() is "
-                         "False); use --device cpu or install a CUDA build of torch")
-    # Without a GPU/XPU/... we must say cpu=True, or Accelerate ignores torchrun's WORLD_SIZE (no gloo group).
-    return Accelerator(cpu=config.device == "cpu" or not _has_accelerator())
-
-
-def _prepare_out(config: TrainConfig, acc: Any) -> None:
-    """Every process checks `out` (non-empty needs resume/overwrite), then the main one clears/cleans it."""
-    args = (config.out, config.resume, config.overwrite, lambda p: bool(_ARTIFACT.fullmatch(p.name)), TrainError)
-    prepare_out(*args, first=(MANIFEST_FILE,), act=False)
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        prepare_out(*args, first=(MANIFEST_FILE,))
-    acc.wait_for_everyone()
-
-
-def _facts(config: TrainConfig, space: TokenSpace, gsize: int, train_rows: list, eval_rows: list) -> dict:
-    """What a resumed run must share with its checkpoint (checked by `check_facts`)."""
-    data = rows_fingerprint((r.input_ids, r.labels, r.position_ids) for r in train_rows + eval_rows)
-    return {"tasks": sorted(config.tasks), "data_hash": data, "global_batch": gsize, "seed": config.seed,
-            "train_rows": len(train_rows), "eval_rows": len(eval_rows), "max_len": config.max_len,
-            "steps": config.steps, "token_space_hash": space.hash}
+def loop_config(cfg: TrainConfig) -> LoopConfig:
+    """The shared loop's settings of a `TrainConfig` (`schedule: constant` is a floor of 1)."""
+    return LoopConfig(out=str(cfg.out), steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, grad_accum=cfg.grad_accum,
+                      warmup_steps=cfg.warmup_steps, min_lr_ratio=1.0 if cfg.schedule == "constant" else cfg.min_lr_ratio,
+                      weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, eval_every=cfg.eval_every,
+                      save_every=cfg.save_every, keep_last=cfg.keep_last, seed=cfg.seed, stop_at=cfg.stop_at,
+                      resume=cfg.resume, overwrite=cfg.overwrite, progress=cfg.progress, device=cfg.device,
+                      desc=f"train {cfg.stage}")
 
 
 def train(config: TrainConfig) -> TrainResult:
     """Run (or resume) training as configured; see the module docstring. Returns the losses."""
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
+    from .model import grow_model, load_base
+    from .trainer import make_accelerator
 
-    from .checkpoint import save_rows
-
-    t0 = time.perf_counter()
-    acc = _accelerator(config)
-    _prepare_out(config, acc)
-    set_seed(config.seed)
+    acc = make_accelerator(config.device, TrainError)  # before the data: `--device cuda` fails fast
     space = TokenSpace.load(config.space)
     train_rows, eval_rows = _load_data(config, space)
-    gsize = config.batch_size * acc.num_processes * config.grad_accum
-    facts = _facts(config, space, gsize, train_rows, eval_rows)
-    resume_dir = latest_checkpoint(config.out) if config.resume else None
-    wrapper = _build_model(config, space, resume_dir)
-    params = [p for p in wrapper.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    start, losses, evals = 0, [], []
-    if resume_dir is not None:
-        meta = _load_train_state(resume_dir, optimizer, facts)
-        start, losses, evals = meta["step"], list(meta["losses"]), [tuple(e) for e in meta["eval_losses"]]
-    model, optimizer = acc.prepare(wrapper, optimizer)
-    base_ref = _base_ref(config, space)
+    base = _base_ref(config, space)
 
-    def checkpoint(step: int, folder: Path) -> None:
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            save_rows(acc.unwrap_model(model).lm, folder, space, base_model=base_ref)
-            if folder.name.startswith("step-"):
-                _save_train_state(folder, optimizer, step, losses, evals, facts)
-                prune_steps(step_dirs(folder.parent, STEP_PATTERN, STATE_FILE), config.keep_last)
-        acc.wait_for_everyone()
+    def make_model() -> torch.nn.Module:
+        return grow_model(load_base(base, config.dtype), space, init=config.init, seed=config.seed)
 
-    bar = tqdm(total=config.end_step, initial=start, desc=f"train {config.stage}", unit="step",
-               disable=not (config.progress and acc.is_main_process))
-    for step in range(start, config.end_step):
-        for g in optimizer.param_groups:
-            g["lr"] = _lr_at(config, step)
-        losses.append(_step(model, acc, train_rows, global_batch_indices(step, len(train_rows), gsize, config.seed),
-                            config))
-        if config.max_grad_norm > 0:
-            acc.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        done = step + 1
-        if config.eval_every and done % config.eval_every == 0 and done != config.steps:
-            evals.append((done, _evaluate(model, acc, eval_rows, config.batch_size)))
-        if config.save_every and done % config.save_every == 0 or done == config.end_step:
-            if done == config.steps and eval_rows:
-                evals.append((done, _evaluate(model, acc, eval_rows, config.batch_size)))
-            checkpoint(done, Path(config.out) / "checkpoints" / f"step-{done:06d}")
-    bar.close()
-    if config.end_step == config.steps:
-        checkpoint(config.steps, Path(config.out))
-    result = TrainResult(out=str(config.out), steps=config.end_step, losses=losses,
-                         eval_losses=[e for e in evals if e[1] is not None], train_rows=len(train_rows),
-                         eval_rows=len(eval_rows), processes=acc.num_processes, seconds=time.perf_counter() - t0,
-                         resumed_from=start if resume_dir is not None else None)
-    if acc.is_main_process:
-        atomic_write_json(Path(config.out) / "train_result.json", result.to_json())
-    acc.wait_for_everyone()
-    return result
+    task = TokenLMTask(space, train_rows, eval_rows, make_model, config.stage, base, config.chunk_tokens,
+                       config.batch_size, facts={"tasks": sorted(config.tasks), "max_len": config.max_len})
+    return train_loop(task, loop_config(config), acc)

@@ -19,8 +19,8 @@ __all__ = ["train_command"]
 
 # option name -> TrainConfig key, for the options that map one to one
 _SIMPLE = ("stage", "space", "base", "steps", "batch_size", "grad_accum", "max_len", "lr", "eval_every", "save_every",
-           "seed", "chunk_tokens", "eval_fraction", "schedule", "warmup_steps", "init", "stop_at", "dtype", "device",
-           "keep_last")
+           "seed", "chunk_tokens", "eval_fraction", "schedule", "min_lr_ratio", "warmup_steps", "init", "stop_at", "dtype",
+           "device", "keep_last", "progress")
 
 
 @click.command("train")
@@ -42,6 +42,8 @@ _SIMPLE = ("stage", "space", "base", "steps", "batch_size", "grad_accum", "max_l
 @click.option("--max-len", type=click.IntRange(2), help="Packing length in tokens. [default: 2048]")
 @click.option("--lr", type=float, help="Peak learning rate. [default: 1e-3]")
 @click.option("--schedule", type=click.Choice(["constant", "cosine"]), help="LR schedule. [default: cosine]")
+@click.option("--min-lr-ratio", type=click.FloatRange(0, 1),
+              help="The cosine schedule ends at this fraction of --lr. [default: 0.1]")
 @click.option("--warmup-steps", type=click.IntRange(0), help="Linear warmup steps. [default: 0]")
 @click.option("--init", type=click.Choice(["mean_noise", "codebook", "normal"]), help="New-row init.")
 @click.option("--eval-every", type=click.IntRange(0), help="Evaluate every N steps (0: at the end).")
@@ -58,9 +60,9 @@ _SIMPLE = ("stage", "space", "base", "steps", "batch_size", "grad_accum", "max_l
 @click.option("--resume", is_flag=True, default=None, help="Continue from the newest checkpoint under --out.")
 @click.option("--overwrite", is_flag=True, default=None,
               help="Replace the run already in --out (deletes only files a training run writes).")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar. [default: on a terminal]")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON document.")
-def train_command(config_file: str | None, as_json: bool, no_progress: bool, **opts: Any) -> None:
+def train_command(config_file: str | None, as_json: bool, **opts: Any) -> None:
     """Train new rows (or LoRA + rows, or everything) on a token space's sequences with Accelerate."""
     from uti.config import from_dict, read_config_file
 
@@ -74,7 +76,7 @@ def train_command(config_file: str | None, as_json: bool, no_progress: bool, **o
     for key in _SIMPLE + ("out", "resume", "overwrite"):
         if opts.get(key) is not None:
             cfg[key] = opts[key]
-    if no_progress or as_json:
+    if as_json and opts.get("progress") is None:
         cfg["progress"] = False
     if "out" not in cfg:
         raise click.UsageError("--out is required (or `out:` in --config)")

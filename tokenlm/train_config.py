@@ -39,6 +39,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     schedule: str = "cosine"  # constant | cosine (after linear warmup)
+    min_lr_ratio: float = 0.1  # the cosine ends at min_lr_ratio * lr (tokenlm.trainer.lr_at)
     warmup_steps: int = 0
     max_grad_norm: float = 0.0  # 0 disables clipping
     chunk_tokens: int = 1024  # tokens per chunk of the full-vocabulary loss
@@ -51,7 +52,7 @@ class TrainConfig:
     overwrite: bool = False  # delete the run already in `out` first (only files a run writes)
     keep_last: int = 3  # step checkpoints kept under out/checkpoints (the newest ones; out/ itself always)
     stop_at: int | None = None  # end this run after this step (as if interrupted); the schedule still uses `steps`
-    progress: bool = True
+    progress: bool | None = None  # progress bar: None shows it on a TTY
 
     def __post_init__(self) -> None:
         from tokenlm.model import INITS, STAGES
@@ -71,6 +72,7 @@ class TrainConfig:
             (self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1"),
             (self.max_len >= 2, f"max_len must be >= 2, got {self.max_len}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0.0 <= self.min_lr_ratio <= 1.0, f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}"),
             (self.chunk_tokens >= 1, f"chunk_tokens must be >= 1, got {self.chunk_tokens}"),
             (0.0 <= self.eval_fraction < 1.0, f"eval_fraction must be in [0, 1), got {self.eval_fraction}"),
             (min(self.eval_every, self.save_every, self.warmup_steps) >= 0, "eval_every, save_every, warmup_steps must be >= 0"),

@@ -1,74 +1,78 @@
-"""Make the tiny default token space in token_spaces/tiny/ from a fixed seed.
+"""Make the tiny default token space (token_spaces/tiny/) from a fixed seed, bit for bit.
 
-    python scripts/make_tiny_space.py            # everything
-    python scripts/make_tiny_space.py --only space   # just rebuild token_space.json from the assets
+    python scripts/make_tiny_space.py                    # every asset + token_space.json, into token_spaces/tiny
+    python scripts/make_tiny_space.py --out DIR          # the same into DIR (to compare with the shipped one)
+    python scripts/make_tiny_space.py --only space       # just rebuild token_space.json from the assets
 
-Steps: byte-level BPE tokenizer (`tokenizers`), tiny SigLIP tower, codebook fit on the CC0 panoramas,
-tiny EnCodec, tiny Qwen3 base LM pretrained on the tiny corpus, then `uti space build` over space.yaml.
-Every asset is safetensors/JSON; the space pins each by content hash.
+Steps: byte-level BPE tokenizer (`tokenizers`) and tiny Qwen3 base LM, both on the self-contained tiny corpus;
+tiny random SigLIP tower; codebook fit on the CC0 test panoramas; tiny random EnCodec; then `uti space build`
+over space.yaml. Every asset is safetensors/JSON; the space pins each by content hash. The makers live in
+scripts/tiny_assets/ and read nothing outside the repository; torch runs on one thread, so the thread count
+of the machine does not change a bit (tests/test_tiny_assets.py checks the output against the shipped files).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the uti package of this checkout, also when it is not installed
 
-OUT = REPO / "token_spaces" / "tiny"
+from tiny_assets import (  # noqa: E402
+    make_tiny_codebook,
+    make_tiny_encodec,
+    make_tiny_lm,
+    make_tiny_tokenizer,
+    make_tiny_vision_tower,
+)
+
+SHIPPED = REPO / "token_spaces" / "tiny"
 SEED = 0
-TOKENIZER_SIZE = 500  # tokens incl. <|endoftext|>
 BASE_VOCAB = 512  # the base LM's config.vocab_size: larger than the tokenizer, like Qwen3's (space.yaml)
+STEPS = ("tokenizer", "vision", "codebook", "audio", "lm", "space")
 
 
-def make_tiny_tokenizer(out: Path, vocab_size: int = TOKENIZER_SIZE) -> Path:
-    """Byte-level BPE (all 256 bytes + merges) trained on the tiny corpus; lossless for any Unicode string."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def make(out: Path, steps: tuple[str, ...] = STEPS) -> None:
+    """Run `steps` (in STEPS order) into `out`; each step reads only what earlier steps wrote into `out`."""
+    from transformers.utils import logging as hf_logging
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    from tokenlm.tiny_corpus import corpus
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bars between the step lines
+    out.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # float reductions then do not depend on the machine's core count
+    try:
+        if "tokenizer" in steps:
+            print("tokenizer:", make_tiny_tokenizer(out, SEED))
+        if "vision" in steps:
+            print("vision tower:", make_tiny_vision_tower(out / "vision_tower", SEED))
+        if "codebook" in steps:
+            print("codebook:", make_tiny_codebook(out, SEED))  # K=64 on the CC0 panoramas, tile 64
+        if "audio" in steps:
+            print("audio codec:", make_tiny_encodec(out / "encodec", SEED))
+        if "lm" in steps:
+            print("base LM:", make_tiny_lm(out / "lm", out / "tokenizer.json", seed=SEED, vocab_size=BASE_VOCAB))
+        if "space" in steps:
+            from uti.build import build_space_file
 
-    tok.train_from_iterator(corpus(SEED), trainer=trainer)
-    path = out / "tokenizer.json"
-    from uti.io import atomic_write_text
-
-    atomic_write_text(path, tok.to_str(pretty=True))
-    return path
+            if out.resolve() != SHIPPED.resolve():
+                shutil.copyfile(SHIPPED / "space.yaml", out / "space.yaml")
+            space = build_space_file(out / "space.yaml", out / "token_space.json")
+            print(f"space: {space.path} hash {space.hash} total {space.total}")
+    finally:
+        torch.set_num_threads(threads)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["tokenizer", "vision", "codebook", "audio", "lm", "space"], action="append")
+    ap.add_argument("--only", choices=STEPS, action="append", help="run only this step (repeatable)")
+    ap.add_argument("--out", type=Path, default=SHIPPED, help="output folder (default: token_spaces/tiny)")
     args = ap.parse_args()
-    steps = args.only or ["tokenizer", "vision", "codebook", "audio", "lm", "space"]
-    OUT.mkdir(parents=True, exist_ok=True)
-    if "tokenizer" in steps:
-        print("tokenizer:", make_tiny_tokenizer(OUT))
-    if "vision" in steps:
-        from uti.image.vision import make_tiny_vision_tower
-
-        print("vision tower:", make_tiny_vision_tower(OUT / "vision_tower", SEED))
-    if "codebook" in steps:
-        from uti.image.fit import make_tiny_codebook
-
-        print("codebook:", make_tiny_codebook(OUT, SEED))  # K=64 on the CC0 panoramas, tile 64
-    if "audio" in steps:
-        from uti.audio.encodec import make_tiny_encodec
-
-        print("audio codec:", make_tiny_encodec(OUT / "encodec", SEED))
-    if "lm" in steps:
-        from tokenlm.tiny import make_tiny_lm
-
-        print("base LM:", make_tiny_lm(OUT / "lm", OUT / "tokenizer.json", seed=SEED, vocab_size=BASE_VOCAB))
-    if "space" in steps:
-        from uti.build import build_space_file
-
-        space = build_space_file(OUT / "space.yaml", OUT / "token_space.json")
-        print(f"space: {space.path} hash {space.hash} total {space.total}")
+    make(args.out, tuple(args.only or STEPS))
 
 
 if __name__ == "__main__":

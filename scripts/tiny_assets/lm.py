@@ -1,4 +1,4 @@
-"""The tiny default base LM: a small Qwen3-architecture model pretrained from a fixed seed on `tiny_corpus`.
+"""The tiny default base LM: a small Qwen3-architecture model pretrained from a fixed seed on the tiny corpus.
 
 `make_tiny_lm(out_dir, tokenizer_path, seed, steps)` builds a Qwen3 config (hidden 128, 4 layers, 4 heads,
 2 KV heads, tied embeddings), trains it for `steps` AdamW steps on next-token prediction over the corpus
@@ -9,7 +9,6 @@ English well enough that a caption scores far better than shuffled words.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -19,9 +18,10 @@ from tokenizers import Tokenizer
 from uti.hashing import hash_json
 from uti.io import atomic_write_json
 
-from .tiny_corpus import corpus
+from .corpus import corpus
+from .hf import unstamp
 
-__all__ = ["tiny_qwen3_config", "train_byte_bpe", "make_tiny_lm"]
+__all__ = ["tiny_qwen3_config", "make_tiny_lm"]
 
 
 def tiny_qwen3_config(vocab_size: int, max_positions: int = 2048):
@@ -33,20 +33,6 @@ def tiny_qwen3_config(vocab_size: int, max_positions: int = 2048):
         num_attention_heads=4, num_key_value_heads=2, head_dim=32, max_position_embeddings=max_positions,
         tie_word_embeddings=True, rope_theta=10000.0, bos_token_id=None, eos_token_id=None, pad_token_id=None,
     )
-
-
-def train_byte_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
-    """A byte-level BPE tokenizer trained on `texts` (lossless for any Unicode string)."""
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
-    tok.train_from_iterator(texts, trainer)
-    return tok
 
 
 def _token_stream(tok: Tokenizer, docs: list[str]) -> torch.Tensor:
@@ -114,6 +100,7 @@ def make_tiny_lm(
     model.eval()
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir, safe_serialization=True)
+    unstamp(out_dir)
     summary = {
         "seed": seed, "steps": steps, "vocab_size": vocab_size, "corpus_tokens": int(len(stream)),
         "corpus_hash": hash_json(docs), "first_loss": losses[0], "last_loss": sum(losses[-20:]) / min(20, steps),
@@ -122,19 +109,3 @@ def make_tiny_lm(
     atomic_write_json(out_dir / "tiny_lm_maker.json", summary)
     return summary
 
-
-def _main() -> None:  # pragma: no cover - convenience entry for experiments
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("out_dir", type=Path)
-    ap.add_argument("--tokenizer", type=Path, required=True)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--vocab-size", type=int, default=None)
-    a = ap.parse_args()
-    print(json.dumps(make_tiny_lm(a.out_dir, a.tokenizer, a.seed, a.steps, a.vocab_size), indent=2))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _main()

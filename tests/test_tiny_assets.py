@@ -1,0 +1,66 @@
+"""scripts/make_tiny_space.py makes the shipped tiny space (token_spaces/tiny/) bit for bit.
+
+The makers run into a temporary folder and every file they write is compared byte for byte with the shipped
+one (and safetensors also by `hash_safetensors`, the hash the space pins), so a change of seed, library
+default or input shows up here instead of as a space whose assets no longer match their pins. The base LM's
+400 pretraining steps take minutes, so its test runs the maker for two steps and checks everything that does
+not depend on the training: the corpus (hash, token count), the config files and the parameter count.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import make_tiny_space
+from tiny_assets import make_tiny_lm
+from uti.hashing import hash_safetensors
+
+SHIPPED = make_tiny_space.SHIPPED
+NOT_LM = ("tokenizer", "vision", "codebook", "audio", "space")
+FILES = ["tokenizer.json", "vision_tower/config.json", "vision_tower/model.safetensors",
+         "vision_tower/preprocessor_config.json", "codebook.safetensors", "codebook.safetensors.report.json",
+         "encodec/config.json", "encodec/model.safetensors", "token_space.json"]
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)  # the maker must pin its own thread count: the result may not depend on ours
+    try:
+        make_tiny_space.make(out, NOT_LM)
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def test_every_shipped_asset_is_checked():
+    shipped = sorted(str(p.relative_to(SHIPPED)) for p in SHIPPED.rglob("*") if p.is_file())
+    lm = sorted(f"lm/{name}" for name in ("config.json", "generation_config.json", "model.safetensors",
+                                          "tiny_lm_maker.json"))
+    assert shipped == sorted(FILES + lm + ["space.yaml"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FILES)
+def test_maker_reproduces_the_shipped_file(made, name):
+    ours, shipped = made / name, SHIPPED / name
+    if name.endswith(".safetensors"):
+        assert hash_safetensors(ours) == hash_safetensors(shipped), f"{name}: tensors differ from the shipped ones"
+    assert ours.read_bytes() == shipped.read_bytes(), f"{name}: bytes differ from the shipped file"
+
+
+@pytest.mark.slow
+def test_lm_maker_reproduces_the_shipped_setup(made, tmp_path):
+    """Same corpus, config files and size as the shipped LM (the weights need the full 400 steps)."""
+    summary = make_tiny_lm(tmp_path / "lm", made / "tokenizer.json", seed=make_tiny_space.SEED, steps=2,
+                           vocab_size=make_tiny_space.BASE_VOCAB, progress=False)
+    shipped = json.loads((SHIPPED / "lm" / "tiny_lm_maker.json").read_text())
+    for key in ("seed", "vocab_size", "corpus_tokens", "corpus_hash", "parameters"):
+        assert summary[key] == shipped[key], key
+    for name in ("config.json", "generation_config.json"):
+        assert (tmp_path / "lm" / name).read_bytes() == (SHIPPED / "lm" / name).read_bytes(), name

@@ -5,7 +5,7 @@ Made to come out bit for bit the same on any machine and with any thread count o
 * every tensor is drawn explicitly from numpy's PCG64 generator as uniform values (integer arithmetic and
   exactly rounded scaling), never from transformers' initialisation or torch's vectorised normal sampler,
   which differ between library versions and CPU instruction sets;
-* the codebooks are encoder outputs of a synthetic signal the maker computes itself, taken in float64 and
+* the codebooks are encoder outputs of the speech clips in tests/assets/audio (read as exact PCM), taken in float64 and
   rounded to float32 once: float32 kernels (oneDNN convolutions, LSTM GEMMs) round differently on different
   CPUs and thread counts, float64 differences stay far below one float32 step.
 
@@ -57,25 +57,29 @@ def _init_weights(model: torch.nn.Module, seed: int) -> None:
             raise RuntimeError(f"tiny EnCodec maker: no initialisation rule for parameter {name}")
 
 
-def _synthetic_sound(seed: int, sampling_rate: int, seconds: int = 4) -> torch.Tensor:
-    """Six rising tones plus noise, float64 [1, 1, T]; 300 frames at 75 Hz, enough for 256-entry books."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(sampling_rate * seconds) / sampling_rate
-    tones = sum(np.sin(2 * np.pi * f * t * (1 + 0.3 * t / seconds)) for f in rng.uniform(80, 4000, size=6))
-    wav = 0.1 * tones + 0.05 * rng.standard_normal(t.shape)
-    return torch.from_numpy(wav)[None, None]
+#: The espeak-ng speech clips shipped with the tests (22.05 kHz 16-bit PCM, see tests/assets/audio/LICENSE.txt).
+SPEECH = [Path(__file__).resolve().parents[2] / "tests" / "assets" / "audio" / f"speech_{name}.wav"
+          for name in ("courtyard", "forest")]
+
+
+def _speech() -> torch.Tensor:
+    """The speech clips joined, float64 [1, 1, T], played at 24 kHz (9% higher, no resampling: exact samples)."""
+    import soundfile as sf
+
+    clips = [sf.read(str(path), dtype="float64", always_2d=True)[0].mean(1) for path in SPEECH]
+    return torch.from_numpy(np.concatenate(clips))[None, None]
 
 
 @torch.no_grad()
 def _fit_codebooks(model, seed: int) -> None:
-    """Give each RVQ level a codebook drawn from the encoder's own residual embeddings of a synthetic sound.
+    """Give each RVQ level a codebook drawn from the encoder's own residual embeddings of the test speech.
 
     transformers initialises codebooks to zeros (every frame would map to code 0); sampling entries from
-    real residuals makes codes vary with the input. Computed in float64 (see the module docstring).
+    real residuals makes codes vary with the input, at every level. Computed in float64 (module docstring).
     """
     rng = np.random.default_rng(seed)
     encoder = copy.deepcopy(model.encoder).double()
-    residual = encoder(_synthetic_sound(seed, model.config.sampling_rate))[0].t()  # [frames, D] float64
+    residual = encoder(_speech())[0].t()  # [frames, D] float64, 508 frames: enough for 256-entry books
     for layer in model.quantizer.layers:
         book = layer.codebook
         pick = torch.from_numpy(rng.choice(residual.shape[0], size=book.codebook_size, replace=False))

@@ -10,11 +10,11 @@ over space.yaml. Every asset is safetensors/JSON; the space pins each by content
 scripts/tiny_assets/ and read nothing outside the repository.
 
 Bits do not depend on the machine's core count: every step runs on one thread, in its own process, with
-MKL's code path fixed (`MKL_CBWR`, read when MKL loads) to the one the shipped asset was made with: the
-codebook's features went through MKL's AVX-512 kernels (so only a CPU with AVX-512 reproduces it), the base
-LM's 400 float32 steps through its CPU-independent "compatible" kernels. The EnCodec is computed so that it
-is the same on any CPU (see tiny_assets/encodec.py). tests/test_tiny_assets.py compares the output with the
-shipped files.
+the CPU code paths fixed (`STEP_ENV`, read when torch and MKL load). The codebook's features went through
+MKL's AVX-512 kernels, so a CPU with AVX-512 reproduces the shipped codebook; the base LM's 400 float32 steps
+run with MKL's CPU-independent "compatible" kernels and torch's AVX2 ones, so any x86 CPU with AVX2 does.
+The tokenizer, tower and EnCodec do not depend on the CPU (see tiny_assets/encodec.py).
+tests/test_tiny_assets.py compares the output with the shipped files (the LM: all but the 400 steps).
 """
 
 from __future__ import annotations
@@ -31,11 +31,13 @@ SHIPPED = REPO / "token_spaces" / "tiny"
 SEED = 0
 BASE_VOCAB = 512  # the base LM's config.vocab_size: larger than the tokenizer, like Qwen3's (space.yaml)
 STEPS = ("tokenizer", "vision", "audio", "codebook", "lm", "space")
-MKL_MODE = {"codebook": "AVX512", "lm": "COMPATIBLE"}  # MKL_CBWR per step; the others: "COMPATIBLE"
+#: The numeric mode of each step's process (read when torch and MKL load); steps not named: COMPATIBLE_MKL.
+COMPATIBLE_MKL = {"MKL_CBWR": "COMPATIBLE"}
+STEP_ENV = {"codebook": {"MKL_CBWR": "AVX512"}, "lm": {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "avx2"}}
 
 
 def run_step(step: str, out: Path) -> None:
-    """Make one asset into `out` in this process (which must already run in the step's MKL mode, see make)."""
+    """Make one asset into `out` in this process (which must already run in the step's mode, see make)."""
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -63,18 +65,17 @@ def run_step(step: str, out: Path) -> None:
 
 
 def make(out: Path, steps: tuple[str, ...] = STEPS) -> None:
-    """Run `steps` in STEPS order into `out`, consecutive steps of one MKL mode in one child process; each
-    step reads only what earlier steps wrote into `out`."""
+    """Run `steps` in STEPS order into `out`, consecutive steps of one numeric mode in one child process;
+    each step reads only what earlier steps wrote into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     groups: list[list[str]] = []
     for step in (s for s in STEPS if s in steps):
-        mode = MKL_MODE.get(step, "COMPATIBLE")
-        if groups and MKL_MODE.get(groups[-1][0], "COMPATIBLE") == mode:
+        if groups and STEP_ENV.get(groups[-1][0], COMPATIBLE_MKL) == STEP_ENV.get(step, COMPATIBLE_MKL):
             groups[-1].append(step)
         else:
             groups.append([step])
     for group in groups:
-        env = {**os.environ, "MKL_CBWR": MKL_MODE.get(group[0], "COMPATIBLE")}
+        env = {**os.environ, **STEP_ENV.get(group[0], COMPATIBLE_MKL)}
         args = [arg for step in group for arg in ("--step", step)]
         subprocess.run([sys.executable, __file__, "--out", str(out), *args], env=env, check=True)
 

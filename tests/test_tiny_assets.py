@@ -4,7 +4,9 @@ The makers run into a temporary folder and every file they write is compared byt
 one (and safetensors also by `hash_safetensors`, the hash the space pins), so a change of seed, library
 default or input shows up here instead of as a space whose assets no longer match their pins. The base LM's
 400 pretraining steps take minutes, so its test runs the maker for two steps and checks everything that does
-not depend on the training: the corpus (hash, token count), the config files and the parameter count.
+not depend on the training: the corpus (hash, token count), the config files and the parameter count. The
+weights themselves: `python scripts/make_tiny_space.py --out DIR --only tokenizer --only lm` and compare
+`hash_safetensors(DIR/lm)` with the shipped one.
 """
 
 from __future__ import annotations

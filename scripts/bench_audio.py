@@ -62,7 +62,8 @@ def _real_size_codec(tmp: Path):
 
 
 def _tiny_codec(tmp: Path):
-    from uti.audio import TINY_BANDWIDTH, AudioCodec, AudioConfig, make_tiny_encodec
+    from tiny_assets import TINY_BANDWIDTH, make_tiny_encodec
+    from uti.audio import AudioCodec, AudioConfig
 
     return AudioCodec.from_pretrained(make_tiny_encodec(tmp / "tiny"), AudioConfig(bandwidth=TINY_BANDWIDTH))
 

@@ -39,7 +39,8 @@ def _inputs(tmp: Path) -> list[Path]:
 def _tiny_codec(tmp: Path, device: str, dtype: torch.dtype):
     from uti.image.codec import ImageCodec
     from uti.image.layout import Layout
-    from uti.image.vision import VisionTower, make_tiny_vision_tower
+    from tiny_assets import make_tiny_vision_tower
+    from uti.image.vision import VisionTower
     from uti.image.vq import Codebook
     from uti.space import TokenSpace
 

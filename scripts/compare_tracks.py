@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tokenlm.tiny_corpus import COLOURS, DIRECTIONS, SHAPES, caption  # noqa: E402
+from tiny_assets.corpus import COLOURS, DIRECTIONS, SHAPES, caption  # noqa: E402
 
 YAW = {"north": 0.0, "east": 90.0, "south": 180.0, "west": -90.0}
 RGB = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 70, 220), "yellow": (235, 215, 40)}
@@ -73,7 +73,7 @@ def make_data(n: int, seed: int) -> list[tuple[np.ndarray, str]]:
 
 def load_pieces(args: Any) -> dict[str, Any]:
     """Tower, layout, view features, codebook, text codec, base LM and the token space shared by both tracks."""
-    from tokenlm.testing import tiny_qwen3
+    from uti.testing import tiny_qwen3
     from uti.image import Layout
     from uti.image.e2p import render_views
     from uti.image.vision import VisionTower
@@ -265,7 +265,7 @@ def _default_base_lm(out_dir: Path, seed: int, steps: int) -> str:
         return str(tiny.asset("base_model"))
     path = out_dir / "tiny_lm"
     if not (path / "config.json").is_file():
-        from tokenlm.tiny import make_tiny_lm
+        from tiny_assets import make_tiny_lm
 
         make_tiny_lm(path, Path(tiny.asset("tokenizer")), seed=seed, steps=steps,
                      vocab_size=int(tiny.abi["text"]["base_vocab_size"]))

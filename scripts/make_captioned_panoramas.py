@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tokenlm.tiny_corpus import COLOURS, DIRECTIONS, SHAPES, caption  # noqa: E402
+from tiny_assets.corpus import COLOURS, DIRECTIONS, SHAPES, caption  # noqa: E402
 from uti.io import atomic_write_text  # noqa: E402
 
 __all__ = ["make_captioned_panoramas", "SCENE_FILES", "YAW"]

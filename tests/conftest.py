@@ -1,8 +1,9 @@
-"""Shared fixtures: the repo's paths, the tiny space, and seeded RNGs."""
+"""Shared fixtures: the repo's paths, the tiny space, and seeded RNGs; scripts/ on sys.path (tiny_assets)."""
 
 from __future__ import annotations
 
 import random
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,8 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = Path(__file__).resolve().parent / "assets"
+if str(REPO / "scripts") not in sys.path:  # the tiny asset makers (scripts/tiny_assets) are not installed
+    sys.path.insert(0, str(REPO / "scripts"))
 
 
 @pytest.fixture(autouse=True)

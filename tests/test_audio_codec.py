@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import EncodecModel
 
-from uti.audio import TINY_BANDWIDTH, AudioCodec, AudioConfig, make_tiny_encodec
+from tiny_assets import TINY_BANDWIDTH, make_tiny_encodec
+from uti.audio import AudioCodec, AudioConfig
 from uti.audio.io import load_audio
 from uti.build import SpaceConfig, TextConfig, build_space
 from uti.codec import Encoded
@@ -226,7 +227,7 @@ def test_batch_survives_bad_files(space: TokenSpace, tmp_path: Path) -> None:
 def test_stereo_codec_duplicates_mono_and_writes_stereo(tmp_path: Path) -> None:
     from transformers import EncodecConfig
 
-    from uti.audio import TINY_ENCODEC_CONFIG
+    from tiny_assets import TINY_ENCODEC_CONFIG
 
     torch.manual_seed(0)
     model = EncodecModel(EncodecConfig(**{**TINY_ENCODEC_CONFIG, "audio_channels": 2})).eval()

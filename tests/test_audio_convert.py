@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from transformers import EncodecConfig, EncodecModel
 from transformers.models.encodec.modeling_encodec import EncodecConvTranspose1d
 
-from uti.audio import TINY_BANDWIDTH, TINY_ENCODEC_CONFIG
+from tiny_assets import TINY_BANDWIDTH, TINY_ENCODEC_CONFIG
 from uti.audio.convert import convert_encodec_checkpoint, rename_original_key
 from uti.cli import main
 from uti.errors import InputError

@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import MimiConfig, MimiModel
 
-from uti.audio import AudioCodec, AudioConfig, make_tiny_encodec
+from tiny_assets import make_tiny_encodec
+from uti.audio import AudioCodec, AudioConfig
 from uti.audio.io import load_audio
 from uti.build import SpaceConfig, TextConfig, build_space
 from uti.codec import Encoded

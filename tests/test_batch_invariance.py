@@ -133,7 +133,8 @@ def test_items_without_a_dtype_count_as_float32() -> None:
 
 
 def test_audio_meta_records_the_codecs_compute_dtype(tmp_path) -> None:
-    from uti.audio import TINY_BANDWIDTH, AudioCodec, AudioConfig, make_tiny_encodec
+    from tiny_assets import TINY_BANDWIDTH, make_tiny_encodec
+    from uti.audio import AudioCodec, AudioConfig
     from uti.modalities.audio import AudioMeta
 
     folder = make_tiny_encodec(tmp_path / "encodec", seed=0)

@@ -17,7 +17,7 @@ from tokenlm.checkpoint import (
     save_rows,
 )
 from tokenlm.model import apply_stage, grow_model, load_base, trainable_row_params
-from tokenlm.testing import tiny_qwen3, tiny_space
+from uti.testing import tiny_qwen3, tiny_space
 from uti.errors import HashMismatchError, UTIError
 
 

@@ -107,7 +107,7 @@ def test_stage1_trains_connector_only_and_stage2_adds_lora() -> None:
 
 
 def test_ids_from_token_space() -> None:
-    from tokenlm.testing import tiny_space
+    from uti.testing import tiny_space
 
     space = tiny_space()
     ids = ImageTokenIds.from_space(space)
@@ -121,7 +121,8 @@ def test_real_panorama_views_through_tiny_tower(tmp_path, assets) -> None:
 
     from connectors.views import image_view_features
     from uti.image import Layout
-    from uti.image.vision import VisionTower, make_tiny_vision_tower
+    from tiny_assets import make_tiny_vision_tower
+    from uti.image.vision import VisionTower
 
     tower = VisionTower.from_pretrained(make_tiny_vision_tower(tmp_path / "tower", seed=0))
     layout = Layout(tile_size=tower.image_size)

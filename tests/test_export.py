@@ -15,7 +15,7 @@ from tokenlm.checkpoint import save_rows
 from tokenlm.cli import main
 from tokenlm.export import export_merged
 from tokenlm.model import apply_stage, grow_model, load_base
-from tokenlm.testing import tiny_qwen3, tiny_space
+from uti.testing import tiny_qwen3, tiny_space
 from uti.space import TokenSpace
 from uti.text import TextCodec
 

@@ -15,7 +15,7 @@ from tokenlm.cli import main
 from tokenlm.constraints import Grammar, TokenSpaceLogitsProcessor, _Walk, export_rules
 from tokenlm.generate import split_stream
 from tokenlm.model import grow_model, load_base
-from tokenlm.testing import tiny_qwen3, tiny_space
+from uti.testing import tiny_qwen3, tiny_space
 from uti import specials as S
 from uti.audio.serialize import codes_to_ids, ids_to_codes
 from uti.errors import TokenRangeError

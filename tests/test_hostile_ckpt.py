@@ -25,7 +25,7 @@ def good(tmp_path_factory) -> dict:
 
     from tokenlm.checkpoint import save_rows
     from tokenlm.model import apply_stage, grow_model
-    from tokenlm.testing import tiny_qwen3, tiny_space
+    from uti.testing import tiny_qwen3, tiny_space
     from uti.space import TokenSpace
 
     root = tmp_path_factory.mktemp("hostile_ckpt")

@@ -14,7 +14,7 @@ from uti.build import SpaceConfig, TextConfig, build_space
 from uti.errors import HashMismatchError, InputError, MissingAssetError, TokenRangeError
 from uti.image.codec import ImageCodec, from_ids, to_ids
 from uti.image.load import load_image
-from uti.image.vision import make_tiny_vision_tower
+from tiny_assets import make_tiny_vision_tower
 from uti.image.vq import Codebook
 from uti.sequence import build_sequence
 from uti.space import TokenSpace

@@ -16,7 +16,7 @@ from tokenlm.model import (
     trained_parameter_names,
 )
 from tokenlm.rows import GrownEmbedding, GrownHead, chunked_cross_entropy
-from tokenlm.testing import tiny_qwen3, tiny_space
+from uti.testing import tiny_qwen3, tiny_space
 from uti.errors import TokenRangeError, UTIError
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 import reference_grammar as ref
 from tokenlm.constraints import Grammar, _Walk, export_rules
-from tokenlm.testing import tiny_space
+from uti.testing import tiny_space
 from uti import Audio, Tokenizer
 from uti import specials as S
 from uti.audio.serialize import codes_to_ids

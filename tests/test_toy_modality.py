@@ -26,7 +26,7 @@ from tokenlm.constraints import Grammar, TokenSpaceLogitsProcessor, _Walk, expor
 from tokenlm.data import RECORD_KEYS, DataError, build_sequences, read_records
 from tokenlm.generate import build_prompt_ids, continued_stream, decode_stream, generate_ids
 from tokenlm.model import grow_model, load_base, trainable_row_params
-from tokenlm.testing import tiny_qwen3
+from uti.testing import tiny_qwen3
 from tokenlm.train import TrainConfig, train
 from uti import ModalityCodec, Segment, Tokenizer, register_codec
 from uti.build import SpaceConfig, TextConfig, build_space

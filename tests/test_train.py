@@ -124,7 +124,7 @@ def test_cli_bad_config_is_one_line_exit_2(setup, tmp_path):
 def test_make_tiny_lm_writes_a_loadable_qwen3(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from tokenlm.tiny import make_tiny_lm
+    from tiny_assets import make_tiny_lm
 
     summary = make_tiny_lm(tmp_path / "lm", REPO / "token_spaces" / "tiny" / "tokenizer.json", seed=0, steps=3,
                            vocab_size=512, batch_size=2, seq_len=32, progress=False)

@@ -97,7 +97,7 @@ def test_cli_generate_help_has_device_and_dtype():
 def test_audio_budget_ends_in_a_complete_block(order):
     """Any budget that holds a frame gives a closed audio block (before: cut off inside the stream)."""
     from tokenlm.model import grow_model
-    from tokenlm.testing import tiny_qwen3, tiny_space
+    from uti.testing import tiny_qwen3, tiny_space
     from uti.audio.serialize import ids_to_codes
     from uti.sequence import build_prompt
 

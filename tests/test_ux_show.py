@@ -23,7 +23,7 @@ def test_show_draws_the_default_space_layout(tmp_path, tiny_space):
 
 
 def test_show_takes_a_space_path_and_overrides(tmp_path):
-    from tokenlm.testing import tiny_space
+    from uti.testing import tiny_space
 
     space = tiny_space()  # fov 90, overlap 0: 4 tiles of 16 pixels
     space.save(tmp_path / "space.json")
@@ -39,7 +39,7 @@ def test_show_takes_a_space_path_and_overrides(tmp_path):
 
 
 def test_show_space_without_images_is_one_line(tmp_path):
-    from tokenlm.testing import tiny_space
+    from uti.testing import tiny_space
 
     tiny_space(image_codes=None).save(tmp_path / "s.json")
     res = CliRunner().invoke(main, ["show", PANO, "--out", str(tmp_path / "v.png"), "--space", str(tmp_path / "s.json")])

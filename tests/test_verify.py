@@ -25,7 +25,7 @@ from tests.hostile import assert_one_line_error, run_cli
 from tokenlm.checkpoint import read_manifest, rows_file, save_rows
 from tokenlm.export import export_merged
 from tokenlm.model import apply_stage, grow_model, load_base
-from tokenlm.testing import tiny_qwen3, tiny_space
+from uti.testing import tiny_qwen3, tiny_space
 from uti.batch import run_batch
 from uti.cli import main
 from uti.document import EncodedDocument, write_document

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
+from tiny_assets import make_tiny_vision_tower
 from uti.errors import InputError, MissingAssetError
-from uti.image.vision import VisionTower, VisionTowerError, make_tiny_vision_tower
+from uti.image.vision import VisionTower, VisionTowerError
 
 
 @pytest.fixture(scope="module")

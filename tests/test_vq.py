@@ -51,7 +51,9 @@ def test_quantize_is_exact_between_near_duplicate_codes(metric):
 def test_fit_recovers_clusters_and_is_seeded(init_budget):
     g = torch.Generator().manual_seed(1)
     centres = torch.randn(8, 16, generator=g) * 10
-    feats = centres.repeat_interleave(40, 0) + 0.01 * torch.randn(320, 16, generator=g)
+    # noise 0.3, not 0.01: when a random init puts two codes in one cluster that tight, float32 distances cannot
+    # separate its points (|x|^2 ~ 1600), so the split never settles and the fixed-point check depends on the seed
+    feats = centres.repeat_interleave(40, 0) + 0.3 * torch.randn(320, 16, generator=g)
     a = fit_codebook(feats, 8, iters=30, seed=3, init_budget=init_budget)
     b = fit_codebook(feats, 8, iters=30, seed=3, init_budget=init_budget)
     assert torch.equal(a.embed, b.embed) and a.content_hash() == b.content_hash()

@@ -14,7 +14,7 @@ WORDS = ("red", "green", "blue", "square", "circle", "north", "south", "a", "the
 
 def make_setup(root: Path, n_records: int = 24, seed: int = 0, tied: bool = True, with_model: bool = True) -> dict:
     """Write base/ (tiny Qwen3), space/token_space.json and data.jsonl under `root`; return their paths."""
-    from tokenlm.testing import tiny_qwen3, tiny_space
+    from uti.testing import tiny_qwen3, tiny_space
     from uti.space import TokenSpace
 
     if with_model:

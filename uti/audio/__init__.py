@@ -1,18 +1,11 @@
 """Audio tokens: EnCodec or Mimi residual-VQ codes as level-ordered IDs of the token space (see `codec.py`)."""
 
 from .codec import AudioCodec, AudioConfig, audio_abi_section
-from .encodec import (
-    TINY_BANDWIDTH,
-    TINY_ENCODEC_CONFIG,
-    load_encodec,
-    make_tiny_encodec,
-)
+from .encodec import load_encodec
 from .serialize import ORDERS, codes_to_ids, delay, ids_to_codes, undelay
 
 __all__ = [
     "ORDERS",
-    "TINY_BANDWIDTH",
-    "TINY_ENCODEC_CONFIG",
     "AudioCodec",
     "AudioConfig",
     "audio_abi_section",
@@ -20,6 +13,5 @@ __all__ = [
     "delay",
     "ids_to_codes",
     "load_encodec",
-    "make_tiny_encodec",
     "undelay",
 ]

@@ -1,4 +1,4 @@
-"""EnCodec through transformers' `EncodecModel`: loading, bandwidth -> levels, and the tiny model.
+"""EnCodec through transformers' `EncodecModel`: loading and bandwidth -> levels.
 
 Why not the PyPI `encodec` package: it imports torchaudio at import time, and no CPU torchaudio build
 exists for the torch this toolkit pins; its released code is also licensed CC-BY-NC, which an
@@ -15,30 +15,15 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from ..errors import ConfigError, MissingAssetError
 
 __all__ = [
-    "TINY_BANDWIDTH",
-    "TINY_ENCODEC_CONFIG",
     "check_supported",
     "config_identity",
     "encodec_weights_dir",
     "levels_for_bandwidth",
     "load_encodec",
-    "make_tiny_encodec",
 ]
-
-#: A tiny EnCodec: same 24 kHz / hop 320 / 75 Hz framing as facebook/encodec_24khz, narrow channels,
-#: 256-entry codebooks; 2.4 kbps = 4 levels x 8 bits x 75 Hz.
-TINY_ENCODEC_CONFIG: dict = {
-    "sampling_rate": 24_000, "audio_channels": 1, "num_filters": 4, "hidden_size": 16, "num_lstm_layers": 1,
-    "upsampling_ratios": [8, 5, 4, 2], "codebook_size": 256, "target_bandwidths": [1.2, 2.4],
-}
-TINY_BANDWIDTH = 2.4
-
 
 def _quiet_transformers() -> None:
     """No "Loading weights" bar on every load (it would interleave with `uti encode --json` output)."""
@@ -96,44 +81,6 @@ def levels_for_bandwidth(config, bandwidth: float) -> int:
         raise ConfigError(f"bandwidth {bandwidth} kbps is not offered by this EnCodec; choose one of {allowed}")
     bits_per_level = math.log2(config.codebook_size) * config.frame_rate
     return int(max(1, math.floor(bandwidth * 1000 / bits_per_level)))
-
-
-@torch.no_grad()
-def _fit_codebooks(model, seed: int) -> None:
-    """Give each RVQ level a codebook drawn from the encoder's own (residual) embeddings of synthetic sound.
-
-    transformers initialises codebooks to zeros (every frame would map to code 0); sampling entries from
-    real residuals makes codes vary with the input, so the tiny model exercises the whole pipeline.
-    """
-    rng = np.random.default_rng(seed)
-    sr = model.config.sampling_rate
-    t = np.arange(sr * 4) / sr  # 300 frames at 75 Hz: enough distinct entries for 256-code books
-    tones = sum(np.sin(2 * np.pi * f * t * (1 + 0.3 * t / 4)) for f in rng.uniform(80, 4000, size=6))
-    wav = 0.1 * tones + 0.05 * rng.standard_normal(t.shape)
-    emb = model.encoder(torch.from_numpy(wav.astype(np.float32))[None, None])  # [1, D, frames]
-    residual = emb[0].t()  # [frames, D]
-    for layer in model.quantizer.layers:
-        book = layer.codebook
-        pick = torch.from_numpy(rng.choice(residual.shape[0], size=book.codebook_size, replace=False))
-        book.embed.copy_(residual[pick])
-        book.embed_avg.copy_(residual[pick])
-        book.cluster_size.fill_(1.0)
-        residual = residual - book.decode(book.encode(residual[None]))[0]
-
-
-def make_tiny_encodec(out_dir: str | Path, seed: int = 0) -> Path:
-    """Write a tiny EnCodec-architecture model (config.json + model.safetensors) to `out_dir`; same seed,
-    same bytes-for-weights (its `hash_safetensors` is reproducible). Returns `out_dir`."""
-    from transformers import EncodecConfig, EncodecModel
-
-    _quiet_transformers()
-    torch.manual_seed(seed)
-    model = EncodecModel(EncodecConfig(**TINY_ENCODEC_CONFIG)).eval()
-    _fit_codebooks(model, seed)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir))
-    return out_dir
 
 
 def check_supported(model, where: str) -> None:

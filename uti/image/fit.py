@@ -24,7 +24,7 @@ from .load import load_image
 from .vision import VisionTower
 from .vq import Codebook, fit_codebook, health_report
 
-__all__ = ["FitResult", "fit_codebook_on_images", "image_features", "make_tiny_codebook"]
+__all__ = ["FitResult", "fit_codebook_on_images", "image_features"]
 
 
 @dataclass
@@ -91,17 +91,3 @@ def fit_codebook_on_images(
     atomic_write_json(Path(str(out) + ".report.json"), report)
     return FitResult(codebook, report)
 
-
-def make_tiny_codebook(out_dir: str | Path, seed: int = 0, *, tower_dir: str | Path | None = None,
-                       images: str | Path | None = None, size: int = 64, tile_size: int = 64) -> Path:
-    """Fit the tiny space's codebook (`out_dir/codebook.safetensors` + report) on the CC0 test panoramas.
-
-    Uses the tiny tower in `out_dir/vision_tower` (see `make_tiny_vision_tower`) and the default layout at
-    `tile_size`; needs no token space, so the space can be built afterwards from these assets.
-    """
-    out_dir = Path(out_dir)
-    images = images or Path(__file__).resolve().parents[2] / "tests" / "assets" / "panoramas"
-    tower = VisionTower.from_pretrained(tower_dir or out_dir / "vision_tower")
-    out = out_dir / "codebook.safetensors"
-    fit_codebook_on_images(images, tower, Layout(tile_size=tile_size), size, out, seed=seed, progress=False)
-    return out

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from ..errors import InputError, MissingAssetError, UTIError
 from ..hashing import hash_safetensors
 
-__all__ = ["VisionTower", "VisionTowerError", "make_tiny_vision_tower"]
+__all__ = ["VisionTower", "VisionTowerError"]
 
 _FIXED_TYPES = {"siglip", "siglip_vision_model"}
 _NAFLEX_TYPES = {"siglip2", "siglip2_vision_model"}
@@ -237,33 +237,3 @@ def _keep_up_to(model: torch.nn.Module, layer: int | None) -> None:
         model.encoder.layers = model.encoder.layers[:layer]
         model.post_layernorm = torch.nn.Identity()
 
-
-def make_tiny_vision_tower(out_dir: str | Path, seed: int = 0, image_size: int = 64, patch_size: int = 16) -> Path:
-    """Write a tiny random SigLIP-architecture tower (config, safetensors, preprocessor config) to `out_dir`.
-
-    hidden 64, 2 layers, 4 heads, MLP 128: a few hundred KB, fast on CPU, real transformers architecture.
-    """
-    from transformers import SiglipVisionConfig, SiglipVisionModel
-
-    config = SiglipVisionConfig(
-        image_size=image_size,
-        patch_size=patch_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        vision_use_head=False,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = SiglipVisionModel(config).eval()
-    out = Path(out_dir)
-    model.save_pretrained(out, safe_serialization=True)
-    try:  # transformers >= 5: the PIL-backed processor (no torchvision needed)
-        from transformers.models.siglip.image_processing_pil_siglip import (
-            SiglipImageProcessorPil as Processor,
-        )
-    except ImportError:  # transformers 4.x
-        from transformers import SiglipImageProcessor as Processor
-    Processor(size={"height": image_size, "width": image_size}).save_pretrained(out)
-    return out

@@ -129,9 +129,10 @@ def fit_codebook(
 ) -> Codebook:
     """k-means over features (M, D) -> Codebook of `size` codes.
 
-    Initialisation: vector-quantize-pytorch's `kmeans` (seeded random centres + Lloyd steps) on a random
-    subset of features small enough that its dense (subset x size) distance matrix stays within
-    `init_budget` floats. Refinement: `iters` Lloyd steps over all features, assigning in blocks with
+    Initialisation: vector-quantize-pytorch's `kmeans` (seeded random centres + Lloyd steps) on all
+    features, or on a random subset when needed to keep its dense (subset x size) distance matrix within
+    `init_budget` floats (when all fit there is no subset and no extra RNG draw; the shipped tiny codebook
+    was fitted so). Refinement: `iters` Lloyd steps over all features, assigning in blocks with
     `Codebook.quantize`, so memory stays O(block x size) for millions of vectors. Empty clusters keep
     their centre; with `cosine` the features and centres are L2-normalised (spherical k-means).
     """
@@ -149,7 +150,8 @@ def fit_codebook(
         x = F.normalize(x, dim=-1)
     with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
         torch.manual_seed(seed)
-        subset = x[torch.randperm(len(x), device=x.device)[: max(size, init_budget // size)]]  # (m, D)
+        m = max(size, init_budget // size)
+        subset = x if len(x) <= m else x[torch.randperm(len(x), device=x.device)[:m]]  # (m, D)
         means, _ = kmeans(subset[None], size, num_iters=min(iters, 10), use_cosine_sim=metric == "cosine")
     codebook = Codebook(means[0].contiguous(), metric)
     for _ in range(iters):

@@ -1,4 +1,4 @@
-"""The tiny default base LM: a small Qwen3-architecture model pretrained from a fixed seed on `tiny_corpus`.
+"""The tiny default base LM: a small Qwen3-architecture model pretrained from a fixed seed on the tiny corpus.
 
 `make_tiny_lm(out_dir, tokenizer_path, seed, steps)` builds a Qwen3 config (hidden 128, 4 layers, 4 heads,
 2 KV heads, tied embeddings), trains it for `steps` AdamW steps on next-token prediction over the corpus
@@ -9,7 +9,6 @@ English well enough that a caption scores far better than shuffled words.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -19,7 +18,8 @@ from tokenizers import Tokenizer
 from uti.hashing import hash_json
 from uti.io import atomic_write_json
 
-from .tiny_corpus import corpus
+from .corpus import corpus
+from .hf import unstamp
 
 __all__ = ["tiny_qwen3_config", "make_tiny_lm"]
 
@@ -100,6 +100,7 @@ def make_tiny_lm(
     model.eval()
     out_dir = Path(out_dir)
     model.save_pretrained(out_dir, safe_serialization=True)
+    unstamp(out_dir)
     summary = {
         "seed": seed, "steps": steps, "vocab_size": vocab_size, "corpus_tokens": int(len(stream)),
         "corpus_hash": hash_json(docs), "first_loss": losses[0], "last_loss": sum(losses[-20:]) / min(20, steps),
@@ -108,19 +109,3 @@ def make_tiny_lm(
     atomic_write_json(out_dir / "tiny_lm_maker.json", summary)
     return summary
 
-
-def _main() -> None:  # pragma: no cover - convenience entry for experiments
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("out_dir", type=Path)
-    ap.add_argument("--tokenizer", type=Path, required=True)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--steps", type=int, default=400)
-    ap.add_argument("--vocab-size", type=int, default=None)
-    a = ap.parse_args()
-    print(json.dumps(make_tiny_lm(a.out_dir, a.tokenizer, a.seed, a.steps, a.vocab_size), indent=2))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _main()

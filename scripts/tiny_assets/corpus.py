@@ -1,18 +1,25 @@
-"""A small English corpus that needs no download, for pretraining the tiny base LM.
+"""A small English corpus that needs no download, for the tiny tokenizer and base LM.
 
 Two deterministic sources: scene captions from a small grammar (the same wording the learning check's
-captioned panoramas use, so the tiny LM already reads them as fluent text) and the docstrings of a fixed
-list of standard-library modules (plain technical English). The docstrings depend on the Python version;
-the shipped model records the corpus hash in its maker manifest.
+captioned panoramas use, so the tiny LM already reads them as fluent text) and paragraphs of the docstrings
+of a fixed list of standard-library modules (plain technical English, PSF licence). The docstrings differ
+between Python versions, so they are read from `docstrings.json` (a snapshot taken once with
+`collect_docstring_paragraphs`), never from the running interpreter: the corpus is the same everywhere.
+The shipped model records the corpus hash in its maker manifest.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import random
+from pathlib import Path
 
-__all__ = ["COLOURS", "SHAPES", "DIRECTIONS", "SCENES", "caption", "scene_sentences", "docstring_paragraphs", "corpus"]
+__all__ = ["COLOURS", "SHAPES", "DIRECTIONS", "SCENES", "caption", "scene_sentences", "docstring_paragraphs",
+           "collect_docstring_paragraphs", "corpus"]
+
+DOCSTRINGS = Path(__file__).resolve().parent / "docstrings.json"
 
 COLOURS = ("red", "green", "blue", "yellow")
 SHAPES = ("square", "circle", "triangle", "cross")
@@ -51,7 +58,13 @@ def scene_sentences(n: int, seed: int) -> list[str]:
 
 
 def docstring_paragraphs() -> list[str]:
-    """Non-empty paragraphs of the docstrings of `_DOC_MODULES` and their public members, in a fixed order."""
+    """The snapshot of `collect_docstring_paragraphs` stored in `docstrings.json` (taken with Python 3.11.7)."""
+    return list(json.loads(DOCSTRINGS.read_text(encoding="utf-8"))["paragraphs"])
+
+
+def collect_docstring_paragraphs() -> list[str]:
+    """Paragraphs (> 40 ASCII chars, no doctests) of the docstrings of `_DOC_MODULES` and their public
+    members in this interpreter, in a fixed order, deduplicated; used once to write `docstrings.json`."""
     paras: list[str] = []
     for name in _DOC_MODULES:
         mod = importlib.import_module(name)

@@ -1,8 +1,10 @@
-"""Tiny random Qwen3 models and matching token spaces for tests and examples (no downloads).
+"""Tiny builders for tests and examples (no downloads), like `transformers.testing_utils`.
 
-`tiny_qwen3()` builds a 2-layer Qwen3 from a config with seeded random weights; `tiny_space()` builds an
-in-memory TokenSpace whose text range is that model's vocabulary, with optional image and audio sections
-(synthetic identities: only the sizes and layout the token LM needs).
+The only test code in the installed packages. `tiny_qwen3()` builds a 2-layer Qwen3 from a config with
+seeded random weights; `tiny_space()` builds an in-memory TokenSpace whose text range is that model's
+vocabulary, with optional image and audio sections (synthetic identities: only the sizes and layout the
+token LM needs). The makers of the shipped tiny
+space's assets are not here: they live in scripts/tiny_assets/.
 """
 
 from __future__ import annotations

@@ -122,16 +122,32 @@ def test_cli_bad_config_is_one_line_exit_2(setup, tmp_path):
 
 
 def test_make_tiny_lm_writes_a_loadable_qwen3(tmp_path):
+    """The maker trains on the shared loop: its first loss is the fresh seeded model's on the Sampler's first
+    batch (chunks drawn without replacement), and only the model files and the summary reach `out_dir`."""
+    from tokenizers import Tokenizer
     from transformers import AutoModelForCausalLM
 
     from tiny_assets import make_tiny_lm
+    from tiny_assets.corpus import corpus
+    from tiny_assets.lm import TinyLMTask, _token_stream
 
-    summary = make_tiny_lm(tmp_path / "lm", REPO / "token_spaces" / "tiny" / "tokenizer.json", seed=0, steps=3,
-                           vocab_size=512, batch_size=2, seq_len=32, progress=False)
+    tok_path = REPO / "token_spaces" / "tiny" / "tokenizer.json"
+    summary = make_tiny_lm(tmp_path / "lm", tok_path, seed=0, steps=3, vocab_size=512, batch_size=2, seq_len=32,
+                           progress=False)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "lm")
     assert model.config.model_type == "qwen3" and model.config.vocab_size == 512 and model.config.tie_word_embeddings
-    assert (tmp_path / "lm" / "model.safetensors").is_file() and summary["steps"] == 3
-    assert torch.isfinite(torch.tensor(summary["last_loss"]))
+    assert sorted(p.name for p in (tmp_path / "lm").iterdir()) == [
+        "config.json", "generation_config.json", "model.safetensors", "tiny_lm_maker.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lm"]  # the loop's temporary folder is gone
+    assert "transformers_version" not in (tmp_path / "lm" / "config.json").read_text()
+    assert summary["steps"] == 3 and torch.isfinite(torch.tensor(summary["last_loss"]))
+    stream = _token_stream(Tokenizer.from_file(str(tok_path)), corpus(0))  # [N]
+    chunks = stream[: (len(stream) - 1) // 32 * 32].view(-1, 32)  # [n, 32]
+    task = TinyLMTask(chunks, 512, 0, "")
+    first = chunks[Sampler(len(chunks), 2, 0).indices(0)]  # [2, 32]
+    with torch.no_grad():
+        total, count = task.loss(task.build(None), first, torch.device("cpu"))
+    assert summary["first_loss"] == pytest.approx((total / count).item(), rel=1e-6)
 
 
 def _steps(out: Path) -> list[str]:

@@ -26,6 +26,7 @@ __all__ = [
 
 TINY_FEAT = 32  # width of the synthetic tower features
 TOY_WORDS = ("red", "blue", "green", "gold")
+TINY_IDS: Any  # connectors.inject.ImageTokenIds(start=515, end=516, patch=517, base_vocab_size=512), see __getattr__
 
 
 def __getattr__(name: str) -> Any:

@@ -46,11 +46,12 @@ from .model import apply_stage, grow_model, grown_modules, growth_info, trainabl
 from .rows_manifest import FORMAT, VERSION, content_hash, parse_manifest
 
 __all__ = ["CheckpointError", "ROWS_STEM", "MANIFEST_FILE", "SPACE_STEM", "LEGACY_FILE", "base_fingerprint",
-           "save_rows", "load_rows", "read_manifest", "checkpoint_space", "check_space", "load_legacy_rows",
-           "rows_file"]
+           "save_rows", "load_rows", "read_manifest", "checkpoint_space", "check_space", "recorded_base",
+           "load_legacy_rows", "rows_file"]
 
 ROWS_STEM, SPACE_STEM, MANIFEST_FILE = "trainable_rows", "token_space", "trainable_rows.json"
 LEGACY_FILE = "trainable_rows.pt"
+LOCAL_PREFIXES = ("./", "../")  # a recorded base_model starting so is a folder relative to the checkpoint
 _BOUND = 3  # saved tensors beyond the rows may hold at most this many times the base's parameters (LoRA r <= D)
 
 
@@ -84,15 +85,34 @@ def _lora_config(model: nn.Module) -> dict | None:
             if k in ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "use_rslora")}
 
 
-def _source_hint(space: TokenSpace, out_dir: str | Path) -> str | None:
-    """Where the space file is, relative to the checkpoint folder (POSIX), so that a custom space's relative
-    asset paths still resolve when the two folders move together; never absolute (checkpoints are shared)."""
-    if space.path is None:
-        return None
+def _relative(path: str | Path, out_dir: str | Path) -> str | None:
+    """`path` relative to the checkpoint folder (POSIX), None when none exists (another drive on Windows)."""
     try:
-        return Path(os.path.relpath(space.path.resolve(), Path(out_dir).resolve())).as_posix()
-    except ValueError:  # another drive (Windows): no relative path exists
+        return Path(os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())).as_posix()
+    except ValueError:
         return None
+
+
+def _source_hint(space: TokenSpace, out_dir: str | Path) -> str | None:
+    """Where the space file is, relative to the checkpoint folder, so that a custom space's relative asset
+    paths still resolve when the two folders move together; never absolute (checkpoints are shared)."""
+    return None if space.path is None else _relative(space.path, out_dir)
+
+
+def _portable_base(ref: str, out_dir: str | Path) -> str:
+    """The base model as the manifest records it: a hub id as given; a local folder by its path relative to the
+    checkpoint folder, starting with `./` or `../` so it never reads as a hub id (see `recorded_base`)."""
+    rel = _relative(ref, out_dir) if ref and Path(ref).exists() else None
+    if rel is None:
+        return ref
+    return rel if rel == ".." or rel.startswith(LOCAL_PREFIXES[1]) else LOCAL_PREFIXES[0] + rel
+
+
+def recorded_base(ckpt_dir: str | Path, manifest: dict) -> str:
+    """The base model a checkpoint records, loadable from here: a hub id, or a local folder (recorded relative
+    to the checkpoint folder; older manifests hold an absolute path). '' when none is recorded."""
+    ref = manifest.get("base_model") or ""
+    return (Path(ckpt_dir) / ref).as_posix() if ref.startswith(LOCAL_PREFIXES) else ref
 
 
 def _manifest(model: nn.Module, space: TokenSpace, tensors: dict, trained: list[str], base_model: str | None,
@@ -102,7 +122,7 @@ def _manifest(model: nn.Module, space: TokenSpace, tensors: dict, trained: list[
     stage = info.get("stage", "rows")
     manifest = {
         "format": FORMAT, "version": VERSION, "toolkit_version": __version__,
-        "base_model": base_model or info["base_model"],
+        "base_model": _portable_base(base_model or info["base_model"], out_dir),
         "base_fingerprint": base_fingerprint(model, stage),
         "base_vocab_size": info["base_vocab_size"], "row_start": info["row_start"], "row_end": info["row_end"],
         "total": info["total"], "tied": info["tied"], "dtype": info["dtype"], "hidden_size": emb.embedding_dim,

@@ -233,7 +233,7 @@ def verify_rows(path: str | os.PathLike, space: TokenSpace) -> dict[str, Any]:
     manifest = read_manifest(folder)
     check_space(folder, manifest, space)
     try:
-        base = _local_model(resolve_base(space, manifest))
+        base = _local_model(resolve_base(space, manifest, rows_dir=folder))
     except MissingAssetError:
         base = None
     details = {"hash": manifest["token_space"]["hash"], "stage": manifest["stage"]}

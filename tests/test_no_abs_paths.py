@@ -63,7 +63,6 @@ def test_no_saved_artifact_holds_an_absolute_path(tmp_path, assets, monkeypatch)
     from tokenlm.export import export_merged
     from tokenlm.train import TrainConfig, train
     from uti.cli import main
-    from uti.image.vq import Codebook
     from uti.testing import TINY_FEAT, TINY_IDS, byte_encode, tiny_connector, tiny_llm, toy_captions
 
     root = tmp_path.resolve()
@@ -93,10 +92,12 @@ def test_no_saved_artifact_holds_an_absolute_path(tmp_path, assets, monkeypatch)
     train_connector(ContinuousVLM(tiny_llm(), tiny_connector(resampler="mlp"), TINY_IDS), toy_captions(4, 0), [],
                     encode=byte_encode, config=ConnectorTrainConfig(steps=1, batch_size=2, progress=False),
                     out_dir=root / "connector_run", tower=tower)
-    # a codebook
-    import torch
-
-    Codebook(torch.randn(8, 4)).save(root / "codebook.safetensors")
+    # a codebook and its fit report (broken.jpg is listed as a failure)
+    res = run(main, ["codebook", "fit", "--space", "tiny", "--images", str(root / "in"), "--size", "4", "--out",
+                     str(root / "codebook" / "codebook.safetensors"), "--held-out", "0"])
+    assert res.exit_code == 0, res.output
+    report = json.loads((root / "codebook" / "codebook.safetensors.report.json").read_text())
+    assert [f["path"] for f in report["failed"]] == ["broken.jpg"]
     assert os.getcwd() == str(root)
     leaks = _leaks(root)
     assert not leaks, "\n".join(leaks)

@@ -58,9 +58,10 @@ def _leaks(root: Path) -> list[str]:
 
 def test_no_saved_artifact_holds_an_absolute_path(tmp_path, assets, monkeypatch) -> None:
     from connectors import ContinuousVLM
-    from connectors.checkpoint import save_connector
+    from connectors.checkpoint import load_connector, read_manifest, save_connector
     from connectors.train import ConnectorTrainConfig, train_connector
     from tokenlm.export import export_merged
+    from tokenlm.model import load_base
     from tokenlm.train import TrainConfig, train
     from uti.cli import main
     from uti.testing import TINY_FEAT, TINY_IDS, byte_encode, tiny_connector, tiny_llm, toy_captions
@@ -88,7 +89,10 @@ def test_no_saved_artifact_holds_an_absolute_path(tmp_path, assets, monkeypatch)
     export_merged(root / "rows", root / "export")
     # a connector checkpoint (saved directly and by training)
     tower = {"name": "toy", "hidden_size": TINY_FEAT}
-    save_connector(ContinuousVLM(tiny_llm(), tiny_connector(), TINY_IDS), root / "connector", tower)
+    local_llm = load_base(setup["base"])  # an LLM loaded from a local folder, by its absolute path
+    save_connector(ContinuousVLM(local_llm, tiny_connector(llm_width=32), TINY_IDS), root / "connector", tower)
+    assert read_manifest(root / "connector")["llm"]["name"] == "../setup/base"
+    assert load_connector(root / "connector", load_base(setup["base"]), tower)  # still loads
     train_connector(ContinuousVLM(tiny_llm(), tiny_connector(resampler="mlp"), TINY_IDS), toy_captions(4, 0), [],
                     encode=byte_encode, config=ConnectorTrainConfig(steps=1, batch_size=2, progress=False),
                     out_dir=root / "connector_run", tower=tower)
@@ -101,3 +105,18 @@ def test_no_saved_artifact_holds_an_absolute_path(tmp_path, assets, monkeypatch)
     assert os.getcwd() == str(root)
     leaks = _leaks(root)
     assert not leaks, "\n".join(leaks)
+
+
+def test_portable_refs_round_trip(tmp_path) -> None:
+    from uti.io import portable_ref, resolve_ref
+
+    (tmp_path / "models" / "base").mkdir(parents=True)
+    (tmp_path / "ckpt" / "inner").mkdir(parents=True)
+    ckpt = tmp_path / "ckpt"
+    assert portable_ref("Qwen/Qwen3-0.6B", ckpt) == "Qwen/Qwen3-0.6B"  # a hub id (no such local folder) as given
+    assert portable_ref(str(tmp_path / "models" / "base"), ckpt) == "../models/base"
+    assert portable_ref(str(ckpt / "inner"), ckpt) == "./inner"  # never bare "inner", which reads as a hub id
+    for ref in ("../models/base", "./inner"):
+        assert Path(resolve_ref(ref, ckpt)).resolve() == (ckpt / ref).resolve()
+    assert resolve_ref("Qwen/Qwen3-0.6B", ckpt) == "Qwen/Qwen3-0.6B"
+    assert resolve_ref("/old/absolute/base", ckpt) == "/old/absolute/base"  # older artifacts still load

@@ -28,7 +28,6 @@ read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -36,7 +35,7 @@ from torch import nn
 
 from uti.errors import HashMismatchError, UTIError
 from uti.hashing import hash_json, hash_tensors
-from uti.io import atomic_save_safetensors, atomic_write_json
+from uti.io import atomic_save_safetensors, atomic_write_json, portable_ref, relative_ref, resolve_ref
 from uti.space import TokenSpace
 
 from . import __version__
@@ -51,7 +50,6 @@ __all__ = ["CheckpointError", "ROWS_STEM", "MANIFEST_FILE", "SPACE_STEM", "LEGAC
 
 ROWS_STEM, SPACE_STEM, MANIFEST_FILE = "trainable_rows", "token_space", "trainable_rows.json"
 LEGACY_FILE = "trainable_rows.pt"
-LOCAL_PREFIXES = ("./", "../")  # a recorded base_model starting so is a folder relative to the checkpoint
 _BOUND = 3  # saved tensors beyond the rows may hold at most this many times the base's parameters (LoRA r <= D)
 
 
@@ -85,34 +83,16 @@ def _lora_config(model: nn.Module) -> dict | None:
             if k in ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "use_rslora")}
 
 
-def _relative(path: str | Path, out_dir: str | Path) -> str | None:
-    """`path` relative to the checkpoint folder (POSIX), None when none exists (another drive on Windows)."""
-    try:
-        return Path(os.path.relpath(Path(path).resolve(), Path(out_dir).resolve())).as_posix()
-    except ValueError:
-        return None
-
-
 def _source_hint(space: TokenSpace, out_dir: str | Path) -> str | None:
     """Where the space file is, relative to the checkpoint folder, so that a custom space's relative asset
     paths still resolve when the two folders move together; never absolute (checkpoints are shared)."""
-    return None if space.path is None else _relative(space.path, out_dir)
-
-
-def _portable_base(ref: str, out_dir: str | Path) -> str:
-    """The base model as the manifest records it: a hub id as given; a local folder by its path relative to the
-    checkpoint folder, starting with `./` or `../` so it never reads as a hub id (see `recorded_base`)."""
-    rel = _relative(ref, out_dir) if ref and Path(ref).exists() else None
-    if rel is None:
-        return ref
-    return rel if rel == ".." or rel.startswith(LOCAL_PREFIXES[1]) else LOCAL_PREFIXES[0] + rel
+    return None if space.path is None else relative_ref(space.path, out_dir)
 
 
 def recorded_base(ckpt_dir: str | Path, manifest: dict) -> str:
     """The base model a checkpoint records, loadable from here: a hub id, or a local folder (recorded relative
     to the checkpoint folder; older manifests hold an absolute path). '' when none is recorded."""
-    ref = manifest.get("base_model") or ""
-    return (Path(ckpt_dir) / ref).as_posix() if ref.startswith(LOCAL_PREFIXES) else ref
+    return resolve_ref(manifest.get("base_model") or "", ckpt_dir)
 
 
 def _manifest(model: nn.Module, space: TokenSpace, tensors: dict, trained: list[str], base_model: str | None,
@@ -122,7 +102,7 @@ def _manifest(model: nn.Module, space: TokenSpace, tensors: dict, trained: list[
     stage = info.get("stage", "rows")
     manifest = {
         "format": FORMAT, "version": VERSION, "toolkit_version": __version__,
-        "base_model": _portable_base(base_model or info["base_model"], out_dir),
+        "base_model": portable_ref(base_model or info["base_model"], out_dir),  # no absolute path
         "base_fingerprint": base_fingerprint(model, stage),
         "base_vocab_size": info["base_vocab_size"], "row_start": info["row_start"], "row_end": info["row_end"],
         "total": info["total"], "tied": info["tied"], "dtype": info["dtype"], "hidden_size": emb.embedding_dim,

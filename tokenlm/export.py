@@ -31,11 +31,11 @@ from torch import nn
 from uti.codecs import code_tokens
 from uti.errors import MissingAssetError, UTIError
 from uti.hashing import hash_json
-from uti.io import atomic_write_json
+from uti.io import LOCAL_PREFIXES, atomic_write_json
 from uti.space import TokenSpace
 
 from . import __version__
-from .checkpoint import LOCAL_PREFIXES, recorded_base
+from .checkpoint import recorded_base
 from .generate import load_generator
 from .model import grown_modules
 

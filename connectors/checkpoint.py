@@ -22,7 +22,7 @@ from tokenlm.fingerprint import model_fingerprint
 from uti.config import to_dict
 from uti.errors import HashMismatchError, MissingAssetError, UTIError
 from uti.hashing import hash_json, hash_tensors
-from uti.io import atomic_save_safetensors
+from uti.io import atomic_save_safetensors, portable_ref
 from uti.version import __version__
 
 from .errors import ConnectorError, TowerMismatchError, WidthMismatchError
@@ -77,11 +77,12 @@ def save_connector(
         files["lora"] = {"name": content_name(LORA_STEM, hash_tensors(lora), _EXT), "hash": hash_tensors(lora)}
         writes.append((LORA_STEM, _EXT, files["lora"]["hash"],
                        lambda p: atomic_save_safetensors(p, lora, metadata={"format": FORMAT})))
+    llm = _llm_identity(vlm.llm)  # a local LLM folder is recorded relative to out_dir: no absolute path
     manifest = {
         "format": FORMAT, "schema": SCHEMA, "toolkit_version": __version__,
         "stage": "lora" if lora is not None else "connector",
         "connector": to_dict(vlm.connector.config), "tower": tower, "tower_hash": hash_json(tower),
-        "llm": _llm_identity(vlm.llm), "image_ids": to_dict(vlm.ids), "token_space_hash": space_hash,
+        "llm": {**llm, "name": portable_ref(llm["name"], out_dir)}, "image_ids": to_dict(vlm.ids), "token_space_hash": space_hash,
         "lora": vlm.lora, "tensors": _specs(tensors), "lora_tensors": _specs(lora) if lora is not None else None,
         "files": files, "extra": extra or {},
     }

@@ -8,6 +8,7 @@ A resampler maps one view's patch features (batch, tokens, in_dim) to a fixed nu
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Callable, TypeVar
 
 from torch import nn
@@ -38,7 +39,9 @@ def register_resampler(name: str) -> Callable[[M], M]:
 
 
 def _load_builtins() -> None:
-    from . import perceiver, pooled  # noqa: F401  (importing registers them)
+    """Import the built-in resampler modules: importing one registers it (its `@register` decorators run)."""
+    for name in ("perceiver", "pooled"):
+        importlib.import_module(f".{name}", __package__)
 
 
 def resampler_names() -> list[str]:

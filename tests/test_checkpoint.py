@@ -144,7 +144,7 @@ def test_cli_rows_import_and_show(tmp_path):
     assert res.exit_code == 0, res.output
     res = runner.invoke(main, ["rows", "show", str(tmp_path / "ckpt")])
     man = json.loads(res.stdout.strip().splitlines()[-1])
-    assert man["base_model"] == str(tmp_path / "base") and man["token_space"]["hash"] == space.hash
+    assert man["base_model"] == "../base" and man["token_space"]["hash"] == space.hash  # relative to ckpt/
     loaded = load_rows(load_base(str(tmp_path / "base")), tmp_path / "ckpt")
     assert torch.equal(trainable_row_params(loaded)["embed_rows"], rows)
     res = runner.invoke(main, ["rows", "show", str(tmp_path)])

@@ -17,12 +17,11 @@ import torch
 
 from connectors import ContinuousVLM
 from connectors.checkpoint import MANIFEST, load_connector, read_manifest, save_connector
-from connectors.testing import TINY_FEAT, TINY_IDS, tiny_connector, tiny_llm
 from connectors.vlm import add_lora
 from tokenlm.checkpoint import MANIFEST_FILE, load_rows, save_rows
 from tokenlm.checkpoint import read_manifest as read_rows_manifest
 from tokenlm.model import apply_stage, grow_model, trainable_row_params
-from uti.testing import tiny_qwen3, tiny_space
+from uti.testing import TINY_FEAT, TINY_IDS, tiny_connector, tiny_llm, tiny_qwen3, tiny_space
 
 sys.path.insert(0, str(Path(__file__).parent))
 from killpoints import file_ops, kill_at_each_file_op  # noqa: E402

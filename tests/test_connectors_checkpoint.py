@@ -9,13 +9,13 @@ import torch
 
 from connectors import ConnectorError, ContinuousVLM, TowerMismatchError, WidthMismatchError, expand_image_placeholders
 from connectors.checkpoint import MANIFEST, checkpoint_tensors, load_connector, read_manifest, save_connector
-from connectors.testing import TINY_FEAT as FEAT
-from connectors.testing import TINY_IDS as IDS
-from connectors.testing import byte_encode as encode
-from connectors.testing import synthetic_image as pano
-from connectors.testing import tiny_connector, tiny_llm
 from connectors.vlm import add_lora, generate_text
 from uti.errors import HashMismatchError, UTIError
+from uti.testing import TINY_FEAT as FEAT
+from uti.testing import TINY_IDS as IDS
+from uti.testing import byte_encode as encode
+from uti.testing import synthetic_image as pano
+from uti.testing import tiny_connector, tiny_llm
 
 TOWER = {"name": "tiny-tower", "weights_hash": "ab" * 16, "hidden_size": FEAT, "feature_layer": -1}
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 from connectors.checkpoint import checkpoint_tensors
-from connectors.testing import tiny_connector
-from connectors.toy_train import run_toy
 from connectors.train import ConnectorTrainConfig
+from toy_connector_train import run_toy  # scripts/ (on sys.path via conftest)
+from uti.testing import tiny_connector
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,8 +24,8 @@ def test_two_cpu_processes_match_one(tmp_path) -> None:
     plain mean of per-process means would give other gradients than the per-token mean over the global batch."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "connectors.toy_train", "--out", str(tmp_path / "ddp"), "--steps", "3", "--batch-size", "1",
-           "--examples", "6", "--float64", "--json"]
+           str(REPO / "scripts" / "toy_connector_train.py"), "--out", str(tmp_path / "ddp"), "--steps", "3",
+           "--batch-size", "1", "--examples", "6", "--float64", "--json"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                             start_new_session=True)
     try:  # the one-process reference runs here while the two processes start up

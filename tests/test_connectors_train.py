@@ -7,11 +7,11 @@ import torch
 
 from connectors import ConnectorError, ContinuousVLM
 from connectors.checkpoint import checkpoint_tensors, load_connector
-from connectors.testing import TINY_FEAT, TINY_IDS, byte_encode, tiny_connector, tiny_llm, toy_captions
 from connectors.train import ConnectorTrainConfig, train_connector
 from tokenlm.trainer import latest_checkpoint
 from uti.config import from_dict
 from uti.errors import ConfigError
+from uti.testing import TINY_FEAT, TINY_IDS, byte_encode, tiny_connector, tiny_llm, toy_captions
 
 TOWER = {"name": "toy", "hidden_size": TINY_FEAT}
 

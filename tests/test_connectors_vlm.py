@@ -15,9 +15,9 @@ from connectors import (
     WidthMismatchError,
     expand_image_placeholders,
 )
-from connectors.testing import TINY_FEAT, TINY_IDS, byte_encode, synthetic_image, tiny_connector, tiny_llm
 from connectors.vlm import add_lora
 from uti.errors import TokenRangeError
+from uti.testing import TINY_FEAT, TINY_IDS, byte_encode, synthetic_image, tiny_connector, tiny_llm
 
 IDS, FEAT = TINY_IDS, TINY_FEAT
 encode, pano = byte_encode, synthetic_image

@@ -74,7 +74,7 @@ def _previous_run(src, out, space, **kw):
     from uti.codecs import codec_classes
 
     suffixes = [s for c in codec_classes() for s in c.file_suffixes()]  # what `uti encode DIR` lists
-    run_batch(list_inputs(src, suffixes), _fake(space), out, space, progress=False, **kw)
+    run_batch(list_inputs(src, suffixes), _fake(space), out, space, progress=False, root=src, **kw)
 
 
 def _zero(path, at, n=10):

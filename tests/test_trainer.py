@@ -90,7 +90,7 @@ def test_both_tracks_run_the_same_loop(tmp_path, record_steps):
     """Same loop settings -> the same data order and LR at every step for `tokenlm train` and connector training,
     and the same layout on disk."""
     from connectors import ContinuousVLM
-    from connectors.testing import TINY_FEAT, TINY_IDS, byte_encode, tiny_connector, tiny_llm, toy_captions
+    from uti.testing import TINY_FEAT, TINY_IDS, byte_encode, tiny_connector, tiny_llm, toy_captions
     from connectors.train import ConnectorTrainConfig, train_connector
     from tokenlm.train import TrainConfig, train
 
@@ -120,7 +120,7 @@ def test_both_tracks_run_the_same_loop(tmp_path, record_steps):
 
 def test_foreign_train_state_is_refused_in_one_line(tmp_path):
     from connectors import ConnectorError, ContinuousVLM
-    from connectors.testing import TINY_FEAT, TINY_IDS, byte_encode, tiny_connector, tiny_llm, toy_captions
+    from uti.testing import TINY_FEAT, TINY_IDS, byte_encode, tiny_connector, tiny_llm, toy_captions
     from connectors.train import ConnectorTrainConfig, train_connector
 
     def run(**kw):
@@ -147,7 +147,7 @@ def test_foreign_train_state_is_refused_in_one_line(tmp_path):
 def test_progress_bar_only_on_a_tty_or_when_asked(tmp_path, capsys, progress, shown):
     """pytest's stderr is no TTY: the default (None) shows no bar there, `progress=True` does."""
     from connectors import ContinuousVLM
-    from connectors.testing import TINY_FEAT, TINY_IDS, byte_encode, tiny_connector, tiny_llm, toy_captions
+    from uti.testing import TINY_FEAT, TINY_IDS, byte_encode, tiny_connector, tiny_llm, toy_captions
     from connectors.train import ConnectorTrainConfig, train_connector
 
     vlm = ContinuousVLM(tiny_llm(), tiny_connector(resampler="mlp"), TINY_IDS)

@@ -19,17 +19,16 @@ from click.testing import CliRunner
 
 from connectors.checkpoint import save_connector
 from connectors.inject import ImageTokenIds
-from connectors.testing import TINY_IDS, tiny_connector, tiny_llm
 from connectors.vlm import ContinuousVLM
 from tests.hostile import assert_one_line_error, run_cli
 from tokenlm.checkpoint import read_manifest, rows_file, save_rows
 from tokenlm.export import export_merged
 from tokenlm.model import apply_stage, grow_model, load_base
-from uti.testing import tiny_qwen3, tiny_space
 from uti.batch import run_batch
 from uti.cli import main
 from uti.document import EncodedDocument, write_document
 from uti.space import TokenSpace
+from uti.testing import TINY_IDS, tiny_connector, tiny_llm, tiny_qwen3, tiny_space
 from uti.verify import verify_artifact
 
 TOWER = {"name": "tiny-tower", "weights_hash": "ab" * 16, "hidden_size": 32, "feature_layer": -1}

@@ -27,7 +27,7 @@ def test_unknown_only_when_not_installed(monkeypatch):
 def test_connector_manifest_records_the_version(tmp_path):
     from connectors import ContinuousVLM
     from connectors.checkpoint import MANIFEST, save_connector
-    from connectors.testing import TINY_FEAT, TINY_IDS, tiny_connector, tiny_llm
+    from uti.testing import TINY_FEAT, TINY_IDS, tiny_connector, tiny_llm
 
     tower = {"name": "tiny-tower", "weights_hash": "ab" * 16, "hidden_size": TINY_FEAT, "feature_layer": -1}
     save_connector(ContinuousVLM(tiny_llm(), tiny_connector(), TINY_IDS), tmp_path, tower)

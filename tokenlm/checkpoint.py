@@ -29,12 +29,13 @@ read with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 from pathlib import Path
+
 import torch
 from torch import nn
 
 from uti.errors import HashMismatchError, UTIError
 from uti.hashing import hash_json, hash_tensors
-from uti.io import atomic_save_safetensors, atomic_write_json
+from uti.io import atomic_save_safetensors, atomic_write_json, portable_ref, relative_ref, resolve_ref
 from uti.space import TokenSpace
 
 from . import __version__
@@ -44,8 +45,8 @@ from .model import apply_stage, grow_model, grown_modules, growth_info, trainabl
 from .rows_manifest import FORMAT, VERSION, content_hash, parse_manifest
 
 __all__ = ["CheckpointError", "ROWS_STEM", "MANIFEST_FILE", "SPACE_STEM", "LEGACY_FILE", "base_fingerprint",
-           "save_rows", "load_rows", "read_manifest", "checkpoint_space", "check_space", "load_legacy_rows",
-           "rows_file"]
+           "save_rows", "load_rows", "read_manifest", "checkpoint_space", "check_space", "recorded_base",
+           "load_legacy_rows", "rows_file"]
 
 ROWS_STEM, SPACE_STEM, MANIFEST_FILE = "trainable_rows", "token_space", "trainable_rows.json"
 LEGACY_FILE = "trainable_rows.pt"
@@ -82,19 +83,30 @@ def _lora_config(model: nn.Module) -> dict | None:
             if k in ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "use_rslora")}
 
 
+def _source_hint(space: TokenSpace, out_dir: str | Path) -> str | None:
+    """Where the space file is, relative to the checkpoint folder, so that a custom space's relative asset
+    paths still resolve when the two folders move together; never absolute (checkpoints are shared)."""
+    return None if space.path is None else relative_ref(space.path, out_dir)
+
+
+def recorded_base(ckpt_dir: str | Path, manifest: dict) -> str:
+    """The base model a checkpoint records, loadable from here: a hub id, or a local folder (recorded relative
+    to the checkpoint folder; older manifests hold an absolute path). '' when none is recorded."""
+    return resolve_ref(manifest.get("base_model") or "", ckpt_dir)
+
+
 def _manifest(model: nn.Module, space: TokenSpace, tensors: dict, trained: list[str], base_model: str | None,
-              files: dict[str, dict]) -> dict:
+              files: dict[str, dict], out_dir: str | Path) -> dict:
     info = growth_info(model)
     emb, _ = grown_modules(model)
     stage = info.get("stage", "rows")
     manifest = {
         "format": FORMAT, "version": VERSION, "toolkit_version": __version__,
-        "base_model": base_model or info["base_model"],
+        "base_model": portable_ref(base_model or info["base_model"], out_dir),  # no absolute path
         "base_fingerprint": base_fingerprint(model, stage),
         "base_vocab_size": info["base_vocab_size"], "row_start": info["row_start"], "row_end": info["row_end"],
         "total": info["total"], "tied": info["tied"], "dtype": info["dtype"], "hidden_size": emb.embedding_dim,
-        "token_space": {"name": space.name, "hash": space.hash,
-                        "source": str(space.path.resolve()) if space.path is not None else None},
+        "token_space": {"name": space.name, "hash": space.hash, "source": _source_hint(space, out_dir)},
         "stage": stage, "init": info.get("init"),
         "trained": trained, "lora_config": _lora_config(model) if stage == "lora" else None,
         "tensors": {k: {"shape": list(t.shape), "dtype": _dtype_name(t.dtype)} for k, t in tensors.items()},
@@ -123,7 +135,7 @@ def save_rows(model: nn.Module, out_dir: str | Path, space: TokenSpace, base_mod
     t_hash, s_hash = hash_tensors(tensors), hash_json(space_json)
     files = {"tensors": {"name": content_name(ROWS_STEM, t_hash, ".safetensors"), "hash": t_hash},
              "space": {"name": content_name(SPACE_STEM, s_hash, ".json"), "hash": s_hash}}
-    manifest = _manifest(model, space, tensors, trained, base_model, files)
+    manifest = _manifest(model, space, tensors, trained, base_model, files, out_dir)
     meta = {"format": FORMAT, "token_space_hash": space.hash}
     return commit(out_dir, [
         (ROWS_STEM, ".safetensors", t_hash, lambda p: atomic_save_safetensors(p, tensors, metadata=meta)),
@@ -164,18 +176,23 @@ def _own_space(ckpt_dir: Path, manifest: dict) -> TokenSpace:
 
 
 def checkpoint_space(ckpt_dir: str | Path, manifest: dict | None = None) -> TokenSpace:
-    """The checkpoint's space: the original file it was saved from when that still exists with the same
-    hash (so relative asset paths resolve), else the copy in the folder."""
+    """The checkpoint's space, so that its relative asset paths resolve: the installed space of the recorded
+    name when it has the recorded hash, else the space file at `source` (relative to the checkpoint folder;
+    older manifests hold an absolute path) when it has that hash, else the copy in the folder.
+
+    A name read from a file only ever opens a registered space (`TokenSpace.named`); `source` is only a hint:
+    the file it points to is used only when its hash is the recorded one."""
     ckpt_dir = Path(ckpt_dir)
     manifest = manifest or read_manifest(ckpt_dir)
-    source = manifest["token_space"].get("source")
-    if source and Path(source).is_file():
+    ref = manifest["token_space"]
+    for candidate in (lambda: TokenSpace.named(ref["name"]),
+                      lambda: TokenSpace.from_file(ckpt_dir / ref["source"]) if ref.get("source") else None):
         try:
-            original = TokenSpace.from_file(source)
-            if original.hash == manifest["token_space"]["hash"]:
-                return original
-        except UTIError:
-            pass  # edited or broken since: fall back to the copy
+            space = candidate()
+        except (UTIError, OSError):
+            continue  # not installed here, moved, edited or broken: the next candidate
+        if space is not None and space.hash == ref["hash"]:
+            return space
     return _own_space(ckpt_dir, manifest)
 
 

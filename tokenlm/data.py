@@ -159,14 +159,15 @@ def read_records(path: str | Path) -> list[Record]:
 
 
 def load_shard_items(folders: Iterable[str | Path], space: TokenSpace) -> dict[str, tuple[int, ...]]:
-    """{resolved source path: global IDs} of every item in the shards of `folders` (hash-checked)."""
+    """{source: global IDs} of every item in the shards of `folders` (hash-checked). A source is the input's
+    path relative to the root it was encoded from (older shards: an absolute path, resolved here)."""
     from uti.batch import read_shards
 
     items: dict[str, tuple[int, ...]] = {}
     for folder in folders:
         for shard in read_shards(folder, space):
             for j, src in enumerate(shard.sources):
-                items[str(Path(src).resolve())] = tuple(shard.item(j).tolist())
+                items[str(Path(src).resolve()) if Path(src).is_absolute() else src] = tuple(shard.item(j).tolist())
     return items
 
 
@@ -176,8 +177,9 @@ def _media_ids(rec: Record, items: dict[str, tuple[int, ...]], by_name: dict[str
     if rec.media in items:
         return items[rec.media]
     named = by_name.get(Path(rec.media).name, [])
-    if len(named) == 1:
-        return items[named[0]]
+    tail = [k for k in named if Path(rec.media).as_posix().endswith("/" + k)]  # a relative source, by its path
+    if len(tail) == 1 or len(named) == 1:
+        return items[(tail or named)[0]]
     why = "is ambiguous by file name" if named else "is in none of the shards"
     raise DataError(f"{rec.where}: {rec.modality} {rec.media} {why}; encode it with `uti encode ... --out SHARDS` "
                     "and pass that shard folder as data")

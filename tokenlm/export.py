@@ -31,10 +31,11 @@ from torch import nn
 from uti.codecs import code_tokens
 from uti.errors import MissingAssetError, UTIError
 from uti.hashing import hash_json
-from uti.io import atomic_write_json
+from uti.io import LOCAL_PREFIXES, atomic_write_json
 from uti.space import TokenSpace
 
 from . import __version__
+from .checkpoint import recorded_base
 from .generate import load_generator
 from .model import grown_modules
 
@@ -115,7 +116,7 @@ def export_merged(rows_dir: str | Path, out_dir: str | Path, base: str | None = 
                   space: TokenSpace | None = None) -> dict[str, Any]:
     """Write the merged model, grown tokenizer, token_space.json and an export record; returns the record."""
     model, space, manifest = load_generator(rows_dir, base=base, space=space)
-    base_ref = manifest.get("base_model") or base or ""
+    base_ref = recorded_base(rows_dir, manifest) or base or ""
     tokenizer = grown_tokenizer(space, _base_tokenizer(space, str(base or base_ref)))
     merged = merge_model(model)
     pad = space.ranges["padding"]
@@ -127,7 +128,10 @@ def export_merged(rows_dir: str | Path, out_dir: str | Path, base: str | None = 
     merged.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     atomic_write_json(out / "token_space.json", space.to_json())
-    record = {"format": "tokenlm-export", "toolkit_version": __version__, "base_model": manifest.get("base_model"),
+    hub_base = manifest.get("base_model") or None  # a local folder is recorded as None: no path leaves this machine
+    if hub_base and (hub_base.startswith(LOCAL_PREFIXES) or Path(hub_base).is_absolute()):
+        hub_base = None
+    record = {"format": "tokenlm-export", "toolkit_version": __version__, "base_model": hub_base,
               "token_space": {"name": space.name, "hash": space.hash}, "rows_manifest_hash": hash_json(manifest),
               "vocab_size": space.total, "tied": manifest["tied"], "stage": manifest["stage"],
               "suppressed_padding": [pad.start, pad.stop]}

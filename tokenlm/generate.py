@@ -24,7 +24,7 @@ from uti.items import Segment
 from uti.space import TokenSpace
 from uti.tokenizer import Tokenizer
 
-from .checkpoint import check_space, checkpoint_space, load_rows, read_manifest
+from .checkpoint import check_space, checkpoint_space, load_rows, read_manifest, recorded_base
 from .constraints import TokenSpaceLogitsProcessor
 from .model import load_base
 
@@ -36,14 +36,14 @@ DEFAULT_TEXT_TOKENS = 256  # a caption or a few sentences; generation also stops
 _END_OF_TEXT_TOKENS = ("<|endoftext|>", "</s>", "<|end_of_text|>", "<eos>")  # tokenizer fallbacks, in this order
 
 
-def resolve_base(space: TokenSpace, manifest: dict, base: str | None = None) -> str:
+def resolve_base(space: TokenSpace, manifest: dict, base: str | None = None, rows_dir: str | Path = ".") -> str:
     """Which base model to load: `base`; else the space's `base_model` asset when it is on this machine;
-    else the id or path the checkpoint recorded; else the space's asset string (a hub id)."""
+    else the id or folder the checkpoint in `rows_dir` recorded; else the space's asset string (a hub id)."""
     try:
         asset = space.asset("base_model") if "base_model" in space.assets else None
     except MissingAssetError:  # a local path not on this machine (e.g. a checkpoint's copy of the space)
         asset = None
-    for ref in (base, asset if isinstance(asset, Path) else None, manifest.get("base_model"), asset):
+    for ref in (base, asset if isinstance(asset, Path) else None, recorded_base(rows_dir, manifest), asset):
         if ref:
             return str(ref)
     raise MissingAssetError("no base model known: the space names no base_model asset and the checkpoint records "
@@ -57,7 +57,7 @@ def load_generator(rows_dir: str | Path, base: str | None = None,
     manifest = read_manifest(rows_dir)
     check_space(rows_dir, manifest, space)  # the folder's own files first: refuse before loading any base
     space = space or checkpoint_space(rows_dir, manifest)
-    ref = resolve_base(space, manifest, base)
+    ref = resolve_base(space, manifest, base, rows_dir)
     model = load_base(ref, dtype=manifest["dtype"])
     model = load_rows(model, rows_dir, space)
     return model.eval(), space, manifest

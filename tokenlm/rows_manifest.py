@@ -51,7 +51,8 @@ class TensorSpec:
 
 @dataclass
 class SpaceRef:
-    """The token space the rows belong to (its hash decides; `source` is where it was saved from)."""
+    """The token space the rows belong to (its hash decides; `source` is where its file was, relative to the
+    checkpoint folder: a hint, hash-checked before use; older manifests hold an absolute path)."""
 
     name: str
     hash: str

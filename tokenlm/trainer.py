@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 import resource
 import statistics
@@ -389,6 +390,9 @@ def train_loop(task: Task, cfg: LoopConfig, accelerator: Any = None) -> TrainRes
                          peak_memory_bytes=peak_memory_bytes(acc.device),
                          trainable_params=sum(p.numel() for p in run.params), info=task.summary())
     if acc.is_main_process:
-        atomic_write_json(Path(cfg.out) / "train_result.json", result.to_json())
+        # the saved summary travels with the folder: `out` is "." and `final_dir` relative to it, never absolute
+        rel = os.path.relpath(final, cfg.out) if final is not None else None
+        atomic_write_json(Path(cfg.out) / "train_result.json",
+                          {**result.to_json(), "out": ".", "final_dir": None if rel is None else Path(rel).as_posix()})
     acc.wait_for_everyone()
     return result

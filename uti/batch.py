@@ -11,6 +11,9 @@ Shards: the inputs of a part are cut into shards of `shard_size` inputs. Shard k
 ``part-{i}-of-{n}-{k:05d}.safetensors`` with tensors ``ids`` (all IDs concatenated, int64) and
 ``offsets`` (int64, M+1: item j is ``ids[offsets[j]:offsets[j+1]]``), and string metadata holding the
 token-space name and hash, the item sources and their per-item meta (JSON), and a checksum over all of it;
+the sources are the inputs' paths relative to the input root (`root`: the folder given to `uti encode`, or
+the manifest's folder), POSIX, so shards hold no path of the machine that made them and a moved corpus
+resumes;
 a batch encoded with assets the space does not pin (`--allow-unpinned`) also records their keys
 (``unpinned``, a JSON list; `Shard.unpinned`).
 Its sidecar ``.done.json`` (a `DoneMarker`, written after the shard, both atomically) repeats the checksum
@@ -26,6 +29,7 @@ a batch: its error is recorded, the next one is encoded, and the summary lists i
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,14 +163,17 @@ def run_batch(
     progress: bool = True,
     workers: int = 1,
     unpinned: Sequence[str] = (),
+    root: str | Path | None = None,
 ) -> BatchSummary:
     """Encode the inputs of `part` with `encode_one(path) -> (global ids, meta)` into shards in `out_dir`.
 
     workers > 1 runs `encode_one` in that many threads (results keep input order), so decoding and
     E2P of one file overlap the tower of another on a GPU; `encode_one` must then be thread-safe (build
     models before calling this: lazy construction inside threads races). `unpinned`: keys of the assets the
-    encoders use unpinned, recorded in every shard written. Stale temp files of this part's shards, left by
-    a killed run, are removed first.
+    encoders use unpinned, recorded in every shard written. `root`: shards, markers and the summary name each
+    input by its path relative to `root` (POSIX; `encode_one` still gets the path as given), the same on any
+    machine; None records the paths as given. Stale temp files of this part's shards, left by a killed run,
+    are removed first.
     """
     from tqdm.auto import tqdm
 
@@ -176,7 +183,9 @@ def run_batch(
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} is a file; give a folder for the shards")
     _clean_stale_tmp(out_dir, part)
-    mine = select_part(paths, part)
+    given = select_part(paths, part)
+    mine = _names(given, root)  # what the shards record, and what resume compares
+    full = dict(zip(mine, given))
     summary = BatchSummary(total=len(mine))
     with tqdm(total=len(mine), desc=f"encode part {part[0]}/{part[1]}", unit="file", disable=not progress) as bar:
         for k in range(0, len(mine), shard_size):
@@ -189,12 +198,23 @@ def run_batch(
             else:
                 if damage:
                     summary.redone.append({"shard": shard.name, "reason": damage})
-                done = _encode_shard(chunk, encode_one, shard, space, bar, workers, reuse, list(unpinned))
+                done = _encode_shard(chunk, encode_one, shard, space, bar, workers, reuse, list(unpinned), full)
                 summary.written.append(shard.name)
             summary.ok += done.ok
             summary.failed += done.failed
     _write(atomic_write_json, out_dir / f"summary-part-{part[0]}-of-{part[1]}.json", summary.to_json())
     return summary
+
+
+def _names(paths: Sequence[str], root: str | Path | None) -> list[str]:
+    """`paths` relative to `root` (POSIX; `..` for a manifest entry outside its folder), or as given."""
+    if root is None:
+        return list(paths)
+    base = os.path.abspath(root)
+    try:
+        return [Path(os.path.relpath(os.path.abspath(p), base)).as_posix() for p in paths]
+    except ValueError:  # another drive than the root (Windows): no relative path exists
+        raise InputError(f"an input is on another drive than the input root {root}; put the inputs under it") from None
 
 
 def _clean_stale_tmp(out_dir: Path, part: tuple[int, int]) -> None:
@@ -252,36 +272,42 @@ def _shard_state(shard: Path, chunk: Sequence[str], space: Any
     return done, {src: (loaded.item(j), loaded.meta[j]) for j, src in enumerate(loaded.sources)}, None
 
 
-def _try(encode_one: EncodeOne, path: str) -> tuple[str, Any, str | None]:
-    """(path, (ids, meta) or None, failure reason or None): one bad input never raises."""
+def _try(encode_one: EncodeOne, name: str, path: str) -> tuple[str, Any, str | None]:
+    """(name, (ids, meta) or None, failure reason or None): one bad input never raises. `encode_one` gets the
+    input's `path`; the reason names it by `name` (what the marker records)."""
     try:
-        return path, encode_one(path), None
+        return name, encode_one(path), None
     except UTIError as err:
-        return path, None, str(err)
+        reason = str(err)
     except Exception as err:  # noqa: BLE001 - a batch must survive any single bad input; the reason is kept
-        return path, None, f"{type(err).__name__}: {' '.join(str(err).split())}"
+        reason = f"{type(err).__name__}: {' '.join(str(err).split())}"
+    return name, None, reason.replace(path, name) if path != name else reason
 
 
 def _encode_shard(chunk: Sequence[str], encode_one: EncodeOne, shard: Path, space: Any, bar: Any,
-                  workers: int = 1, reuse: dict[str, Item] | None = None, unpinned: list[str] | None = None
-                  ) -> DoneMarker:
-    """Encode the inputs of `chunk` not in `reuse`, then write the shard and its marker."""
+                  workers: int = 1, reuse: dict[str, Item] | None = None, unpinned: list[str] | None = None,
+                  full: dict[str, str] | None = None) -> DoneMarker:
+    """Encode the inputs of `chunk` (names; `full` maps a name to the path to read) not in `reuse`, then write
+    the shard and its marker."""
     reuse = reuse or {}
     todo = [p for p in chunk if p not in reuse]
     bar.update(len(chunk) - len(todo))
-    items, failed = _encode_items(todo, encode_one, bar, workers)
+    items, failed = _encode_items(todo, encode_one, bar, workers, full or {})
     return _write_shard(shard, chunk, {**reuse, **items}, failed, space, unpinned)
 
 
-def _encode_items(todo: Sequence[str], encode_one: EncodeOne, bar: Any, workers: int
+def _encode_items(todo: Sequence[str], encode_one: EncodeOne, bar: Any, workers: int, full: dict[str, str]
                   ) -> tuple[dict[str, Item], list[dict[str, str]]]:
-    """({path: (ids, meta)} of the inputs that encoded, [{"path", "reason"}] of those that failed)."""
+    """({name: (ids, meta)} of the inputs that encoded, [{"path": name, "reason"}] of those that failed)."""
     from concurrent.futures import ThreadPoolExecutor
 
     items: dict[str, Item] = {}
     failed = []
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(lambda p: _try(encode_one, p), todo) if workers > 1 else (_try(encode_one, p) for p in todo)
+        def run(name: str) -> tuple[str, Any, str | None]:
+            return _try(encode_one, name, full.get(name, name))
+
+        results = pool.map(run, todo) if workers > 1 else (run(p) for p in todo)
         for path, result, reason in results:
             if reason is None:
                 items[path] = (torch.as_tensor(result[0], dtype=torch.long).reshape(-1), result[1])

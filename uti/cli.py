@@ -205,7 +205,7 @@ def encode_batch(tok: Tokenizer, source: Path, out: str | None, part: str, shard
 
     summary = run_batch(paths, encode_one, out, tok.space, shard_size=shard_size, part=part_, workers=workers,
                         progress=sys.stderr.isatty(),  # a bar only for a person watching, not in logs or pipes
-                        unpinned=tok.unpinned_used)
+                        unpinned=tok.unpinned_used, root=source if Path(source).is_dir() else Path(source).parent)
     if as_json:
         emit_json(summary.to_json())
     else:

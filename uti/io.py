@@ -1,6 +1,7 @@
 """Atomic file writes: write to a temp file in the target folder, fsync, then rename over the target.
 
-A crash or an error never leaves a half-written file under the final name.
+A crash or an error never leaves a half-written file under the final name. Saved files hold no absolute path:
+a local model an artifact refers to is recorded relative to the artifact's folder (`portable_ref`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-__all__ = ["read_jsonl", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save_safetensors"]
+__all__ = ["read_jsonl", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save_safetensors",
+           "LOCAL_PREFIXES", "relative_ref", "portable_ref", "resolve_ref"]
+
+LOCAL_PREFIXES = ("./", "../")  # a recorded model reference starting so is a path relative to the artifact folder
 
 
 def _umask() -> int:
@@ -58,12 +62,43 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Non
 
 
 def atomic_save_safetensors(path: str | Path, tensors: Mapping[str, Any], metadata: dict[str, str] | None = None) -> None:
-    """Save torch tensors to a `.safetensors` file atomically (contiguous copies, metadata as strings)."""
+    """Save torch tensors to a `.safetensors` file atomically (contiguous copies, metadata as strings).
+
+    Not byte-reproducible when `metadata` has 2+ keys: safetensors (0.8.0) keeps `__metadata__` in a Rust
+    HashMap with a random per-instance seed, so the header lists those keys in a different order on each save,
+    even within one process and whatever order the dict has (safetensors/safetensors#584; the fix, PR #790,
+    is not released). The tensors part is stable. So identity is never the file's bytes: the toolkit hashes
+    tensors (`uti.hashing.hash_tensors` / `hash_safetensors`) and compares metadata as dicts; a user who checks
+    files by sha256 should do the same. Rewriting the header ourselves would mean hand-writing the format.
+    """
     from safetensors.torch import save_file
 
     data = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path, suffix=".safetensors") as tmp:
         save_file(data, str(tmp), metadata=metadata)
+
+
+def relative_ref(path: str | Path, folder: str | Path) -> str | None:
+    """`path` relative to `folder` (POSIX), None where none exists (another drive on Windows)."""
+    try:
+        return Path(os.path.relpath(Path(path).resolve(), Path(folder).resolve())).as_posix()
+    except ValueError:
+        return None
+
+
+def portable_ref(ref: str, folder: str | Path) -> str:
+    """How an artifact saved in `folder` records a model reference: a hub id as given; an existing local path
+    relative to `folder`, starting with `./` or `../` so it never reads as a hub id (`resolve_ref` undoes it)."""
+    rel = relative_ref(ref, folder) if ref and Path(ref).exists() else None
+    if rel is None:
+        return ref
+    return rel if rel == ".." or rel.startswith(LOCAL_PREFIXES[1]) else LOCAL_PREFIXES[0] + rel
+
+
+def resolve_ref(ref: str, folder: str | Path) -> str:
+    """A reference read from an artifact in `folder`, usable from here: a `./`/`../` path joined to `folder`;
+    anything else (a hub id, an absolute path of an older artifact) as is."""
+    return (Path(folder) / ref).as_posix() if ref.startswith(LOCAL_PREFIXES) else ref
 
 
 def read_jsonl(path: str | Path, error: type[Exception] | None = None) -> Iterator[tuple[int, Any]]:

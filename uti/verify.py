@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import HashMismatchError, InputError, MissingAssetError, TokenRangeError, UTIError
+from .io import resolve_ref
 from .space import TokenSpace
 
 __all__ = ["KINDS", "Result", "VerifyError", "detect_kind", "verify_artifact", "verify_artifacts", "verify_connector",
@@ -233,7 +234,7 @@ def verify_rows(path: str | os.PathLike, space: TokenSpace) -> dict[str, Any]:
     manifest = read_manifest(folder)
     check_space(folder, manifest, space)
     try:
-        base = _local_model(resolve_base(space, manifest))
+        base = _local_model(resolve_base(space, manifest, rows_dir=folder))
     except MissingAssetError:
         base = None
     details = {"hash": manifest["token_space"]["hash"], "stage": manifest["stage"]}
@@ -269,7 +270,7 @@ def verify_connector(path: str | os.PathLike, space: TokenSpace) -> dict[str, An
         raise HashMismatchError(f"connector {folder} was trained on another vision tower than space {space.label} "
                                 f"pins: {'; '.join(diff[:3])}")
     details = {"hash": manifest["token_space_hash"], "stage": manifest["stage"]}
-    llm = _local_model(manifest["llm"]["name"])
+    llm = _local_model(resolve_ref(manifest["llm"]["name"], folder))
     if llm is None:
         return {**details, "base": BASE_NOT_CHECKED}
     load_connector(folder, load_base(str(llm)), space_hash=space.hash)

@@ -61,6 +61,12 @@ def image_features(paths: Sequence[str | Path], tower: VisionTower, layout: Layo
     return (torch.cat(feats) if feats else torch.zeros(0, tower.hidden_size)), failed
 
 
+def _relative_failure(failure: dict[str, str], images: str | Path) -> dict[str, str]:
+    """A failure named by its path relative to the images folder: the report travels with the codebook."""
+    rel = Path(failure["path"]).relative_to(images).as_posix()
+    return {"path": rel, "reason": failure["reason"].replace(failure["path"], rel)}
+
+
 def fit_codebook_on_images(
     images: str | Path, tower: VisionTower, layout: Layout, size: int, out: str | Path, *, antialias: int = 1,
     held_out: float = 0.25, iters: int = 20, seed: int = 0, metric: str = "euclidean", progress: bool = True,
@@ -84,7 +90,8 @@ def fit_codebook_on_images(
         "codebook": Path(out).name, "hash": hash_safetensors(out), "size": size, "dim": codebook.dim, "metric": metric,
         "iters": iters, "seed": seed, "max_vectors": max_vectors, "tower": tower.abi(), "layout": layout.abi(),
         "antialias": antialias,
-        "fit_images": len(fit), "held_out_images": len(held), "failed": failed + failed_held,
+        "fit_images": len(fit), "held_out_images": len(held),
+        "failed": [_relative_failure(f, images) for f in failed + failed_held],
         "fit": health_report(codebook, fit_feats),
         "held_out": health_report(codebook, held_feats) if len(held_feats) else None,
     }

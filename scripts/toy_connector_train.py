@@ -1,4 +1,7 @@
-"""`python -m connectors.toy_train`: train the tiny seeded toy VLM (no downloads) on synthetic captions.
+"""Train the tiny seeded toy VLM's connector (no downloads) on synthetic captions.
+
+    python scripts/toy_connector_train.py --out /tmp/toy --steps 3
+    python -m torch.distributed.run --standalone --nproc_per_node 2 scripts/toy_connector_train.py --out ...
 
 A runnable end-to-end example of `train_connector`, and the program the multi-process test launches with
 `torchrun --nproc_per_node N` to check that N processes make the same update as one on the same global
@@ -8,15 +11,18 @@ batch (`--batch-size` is per process, so N processes with b equal one process wi
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 import torch
 
-from .testing import TINY_FEAT, TINY_IDS, byte_encode, tiny_connector, tiny_llm, toy_captions
-from .train import ConnectorTrainConfig, TrainResult, train_connector
-from .vlm import ContinuousVLM
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, when run from a checkout
+
+from connectors.train import ConnectorTrainConfig, TrainResult, train_connector  # noqa: E402
+from connectors.vlm import ContinuousVLM  # noqa: E402
+from uti.testing import TINY_FEAT, TINY_IDS, byte_encode, tiny_connector, tiny_llm, toy_captions  # noqa: E402
 
 __all__ = ["TOY_TOWER", "run_toy", "main"]
 

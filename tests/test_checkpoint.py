@@ -20,6 +20,8 @@ from tokenlm.model import apply_stage, grow_model, load_base, trainable_row_para
 from uti.testing import tiny_qwen3, tiny_space
 from uti.errors import HashMismatchError, UTIError
 
+from train_fixtures import edit_manifest
+
 
 @pytest.fixture(scope="module")
 def space():
@@ -153,18 +155,7 @@ def test_cli_rows_import_and_show(tmp_path):
 
 def _edit_manifest(path, rehash: bool, **changes):
     """Edit `trainable_rows.json`; with `rehash` the content hash is recomputed (a forger who knows the scheme)."""
-    from tokenlm.rows_manifest import content_hash
-
-    man = json.loads((path / MANIFEST_FILE).read_text())
-    for key, value in changes.items():
-        target = man
-        *parents, leaf = key.split("__")
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    if rehash:
-        man["content_hash"] = content_hash(man)
-    (path / MANIFEST_FILE).write_text(json.dumps(man))
+    edit_manifest(path / MANIFEST_FILE, rehash, **changes)
 
 
 @pytest.mark.parametrize("changes", [

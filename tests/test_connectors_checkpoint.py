@@ -11,6 +11,8 @@ from connectors import ConnectorError, ContinuousVLM, TowerMismatchError, WidthM
 from connectors.checkpoint import MANIFEST, checkpoint_tensors, load_connector, read_manifest, save_connector
 from connectors.vlm import add_lora, generate_text
 from uti.errors import HashMismatchError, UTIError
+
+from train_fixtures import edit_manifest
 from uti.testing import TINY_FEAT as FEAT
 from uti.testing import TINY_IDS as IDS
 from uti.testing import byte_encode as encode
@@ -91,18 +93,7 @@ def test_refuses_other_tower_llm_or_damaged_file(tmp_path) -> None:
 
 def _edit(path, rehash: bool, **changes) -> None:
     """Edit `connector.json` (keys joined by `__` for nesting); `rehash` recomputes its content hash."""
-    from connectors.manifest import content_hash
-
-    man = json.loads((path / MANIFEST).read_text())
-    for key, value in changes.items():
-        *parents, leaf = key.split("__")
-        target = man
-        for p in parents:
-            target = target[p]
-        target[leaf] = value
-    if rehash:
-        man["content_hash"] = content_hash(man)
-    (path / MANIFEST).write_text(json.dumps(man))
+    edit_manifest(path / MANIFEST, rehash, **changes)
 
 
 def _lora_vlm() -> ContinuousVLM:

@@ -38,3 +38,20 @@ def make_setup(root: Path, n_records: int = 24, seed: int = 0, tied: bool = True
     data = root / "data.jsonl"
     data.write_text("".join(json.dumps(x) + "\n" for x in lines))
     return {"base": str(root / "base"), "space": str(root / "space" / "token_space.json"), "data": str(data)}
+
+
+def edit_manifest(file: Path, rehash: bool, **changes) -> None:
+    """Edit a checkpoint manifest (keys joined by `__` for nesting); with `rehash` its content hash is recomputed,
+    as a forger who knows the scheme would (rows and connector manifests share `content_hash`)."""
+    from tokenlm.rows_manifest import content_hash
+
+    man = json.loads(file.read_text())
+    for key, value in changes.items():
+        *parents, leaf = key.split("__")
+        target = man
+        for p in parents:
+            target = target[p]
+        target[leaf] = value
+    if rehash:
+        man["content_hash"] = content_hash(man)
+    file.write_text(json.dumps(man))

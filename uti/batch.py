@@ -19,6 +19,14 @@ a batch encoded with assets the space does not pin (`--allow-unpinned`) also rec
 Its sidecar ``.done.json`` (a `DoneMarker`, written after the shard, both atomically) repeats the checksum
 and lists the failed inputs with reasons.
 
+Launchers: under `torchrun` or `accelerate launch` (both set ``RANK`` and ``WORLD_SIZE``) each process takes
+the part (RANK, WORLD_SIZE) (`launcher_part`); no process group is needed, the split is deterministic.
+
+Index: when the last part finishes (any process that, after writing its summary, finds a done marker for every
+shard of every part), ``index.json`` is written atomically, under an exclusive file lock so the last writer
+saw every marker: every shard with its item count, checksum and token-space hash. `read_shards` checks an index
+against the shards present; a folder without one (a part still missing) reads as before.
+
 Reruns: a shard is skipped only when its marker is valid, names the same inputs and space, has no failures,
 and the shard on disk matches the marker's checksum. A shard with failures keeps its good items and retries
 only the failed inputs; a shard that fails its checksum, or whose marker is unreadable, is re-encoded (its
@@ -30,7 +38,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,11 +52,14 @@ from .errors import ConfigError, HashMismatchError, InputError, UTIError
 from .hashing import hash_json, hash_tensors
 from .io import atomic_save_safetensors, atomic_write_json, read_jsonl
 
-__all__ = ["BatchSummary", "DoneMarker", "Shard", "list_inputs", "parse_part", "read_shards", "run_batch",
-           "select_part"]
+__all__ = ["BatchSummary", "DoneMarker", "Shard", "launcher_part", "list_inputs", "parse_part", "read_shards",
+           "run_batch", "select_part"]
 
 FORMAT = "uti-shard-1"
 DONE_FORMAT = "uti-shard-done-1"
+INDEX_FORMAT = "uti-shard-index-1"
+INDEX_NAME = "index.json"
+MAX_INDEX_BYTES = 1024**3
 MAX_DONE_BYTES = 64 * 1024**2  # a marker lists at most shard_size failures with one-line reasons
 EncodeOne = Callable[[str], tuple[Sequence[int], dict[str, Any]]]
 Item = tuple[torch.Tensor, dict[str, Any]]  # (IDs (L,) int64, meta) of one encoded input
@@ -138,6 +150,22 @@ def parse_part(text: str) -> tuple[int, int]:
     return i, n
 
 
+def launcher_part(env: Mapping[str, str] | None = None) -> tuple[int, int] | None:
+    """(RANK, WORLD_SIZE) set by torchrun / accelerate launch (from `env`, default os.environ), or None when
+    not launched by one or with one process."""
+    env = os.environ if env is None else env
+    if "WORLD_SIZE" not in env and "RANK" not in env:
+        return None
+    try:
+        rank, world = int(env.get("RANK", "")), int(env.get("WORLD_SIZE", ""))
+    except ValueError:
+        raise InputError(f"launcher environment RANK={env.get('RANK')!r} WORLD_SIZE={env.get('WORLD_SIZE')!r}: "
+                         "expected integers with 0 <= RANK < WORLD_SIZE (as torchrun sets them)") from None
+    if not 0 <= rank < world:
+        raise InputError(f"launcher environment RANK={rank} WORLD_SIZE={world}: expected 0 <= RANK < WORLD_SIZE")
+    return None if world == 1 else (rank, world)
+
+
 def select_part(paths: Sequence[str], part: tuple[int, int] = (0, 1)) -> list[str]:
     """The inputs of part (i, n): sorted paths, round-robin."""
     i, n = part
@@ -198,12 +226,67 @@ def run_batch(
             else:
                 if damage:
                     summary.redone.append({"shard": shard.name, "reason": damage})
+                _unlink_index(out_dir)  # a run killed from here on leaves no index that disagrees with the shards
                 done = _encode_shard(chunk, encode_one, shard, space, bar, workers, reuse, list(unpinned), full)
                 summary.written.append(shard.name)
             summary.ok += done.ok
             summary.failed += done.failed
     _write(atomic_write_json, out_dir / f"summary-part-{part[0]}-of-{part[1]}.json", summary.to_json())
+    _write_index_if_complete(out_dir, paths, root, part[1], shard_size, space)
     return summary
+
+
+def _unlink_index(out_dir: Path) -> None:
+    try:
+        (out_dir / INDEX_NAME).unlink(missing_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot remove {out_dir / INDEX_NAME}: {err.strerror}; check the --out folder") from None
+
+
+def _write_index_if_complete(out_dir: Path, paths: Sequence[str], root: str | Path | None, n: int,
+                             shard_size: int, space: Any) -> bool:
+    """Write `index.json` when every shard of every part of n has a marker for its inputs (the last part to
+    finish does). Under an exclusive lock, so the last process to get it read every final marker."""
+    with _locked(out_dir):
+        shards = []
+        for i in range(n):
+            names = _names(select_part(paths, (i, n)), root)
+            for k in range(0, len(names), shard_size):
+                shard = out_dir / _shard_name((i, n), k // shard_size)
+                done, _ = _read_marker(shard)
+                if (done is None or done.inputs_hash != hash_json(names[k:k + shard_size])
+                        or done.token_space_hash != space.hash or not shard.is_file()):
+                    return False  # another part is still running (or failed): its finish writes the index
+                shards.append({"file": shard.name, "items": done.ok, "failed": len(done.failed),
+                               "checksum": done.checksum, "token_space_hash": done.token_space_hash})
+        index = {"format": INDEX_FORMAT, "token_space_name": space.name, "token_space_hash": space.hash,
+                 "parts": n, "total": len(paths), "items": sum(s["items"] for s in shards), "shards": shards}
+        for tmp in out_dir.glob(f".{INDEX_NAME}.*.tmp"):  # left by a killed writer; the lock keeps live ones out
+            tmp.unlink(missing_ok=True)
+        _write(atomic_write_json, out_dir / INDEX_NAME, index)
+    return True
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive `flock` on the folder itself (no file left behind; the OS releases it if the process dies).
+    Where the platform or file system has none (Windows, some NFS) it runs unlocked: `read_shards` still checks
+    the index against the shards, and a rerun rewrites it."""
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _names(paths: Sequence[str], root: str | Path | None) -> list[str]:
@@ -378,11 +461,42 @@ def read_shards(folder: str | Path, space: Any) -> Iterator[Shard]:
     files = sorted(Path(folder).glob("part-*.safetensors"))
     if not files:
         raise InputError(f"{folder}: no part-*.safetensors shards; write them with `uti encode DIR --out {folder}`")
+    index = _read_index(Path(folder), [f.name for f in files])
     warned = False
     for file in files:
         shard = _load_shard(file, space)
+        if index is not None and (index[file.name]["checksum"] != shard.checksum
+                                  or index[file.name]["items"] != len(shard)):
+            raise InputError(f"{file}: differs from its entry in {Path(folder) / INDEX_NAME}; rerun the same "
+                             "`uti encode` command to redo the index (or delete index.json)")
         warned = warned or warn_compute_dtype(shard.meta, str(folder))  # once per folder (see uti.dtypes)
         yield shard
+
+
+def _read_index(folder: Path, present: list[str]) -> dict[str, dict[str, Any]] | None:
+    """{shard file: its index entry} of `folder/index.json`, checked to list exactly the shards `present`;
+    None without an index."""
+    path = folder / INDEX_NAME
+    if not path.is_file():
+        return None
+    fix = "rerun the same `uti encode` command to redo the index (or delete index.json)"
+    try:
+        if path.stat().st_size > MAX_INDEX_BYTES:
+            raise ValueError(f"larger than {MAX_INDEX_BYTES} bytes")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        entries = {e["file"]: e for e in data["shards"]} if data.get("format") == INDEX_FORMAT else None
+        ok = entries is not None and all(isinstance(e.get("checksum"), str) and isinstance(e.get("items"), int)
+                                         for e in entries.values())
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as err:
+        raise InputError(f"{path}: unreadable shard index ({' '.join(str(err).split())[:200]}); {fix}") from None
+    if not ok:
+        raise InputError(f"{path}: not a {INDEX_FORMAT} shard index; {fix}")
+    if set(entries) != set(present):
+        extra, missing = sorted(set(present) - set(entries)), sorted(set(entries) - set(present))
+        raise InputError(f"{path} does not match the shards in {folder} (not indexed: {extra[:3]}, missing: "
+                         f"{missing[:3]}); shards of another run or --part split are mixed in, or some were "
+                         f"removed; {fix}")
+    return entries
 
 
 def _load_shard(file: Path, space: Any) -> Shard:

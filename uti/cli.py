@@ -152,7 +152,8 @@ def _document(tok: Tokenizer, item: Any) -> EncodedDocument:
 @click.option("--out", type=click.Path(), help="Write the JSON document here (atomically) instead of stdout; "
               "batch mode: the folder of shards.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full JSON document.")
-@click.option("--part", default="0/1", show_default=True, help="Batch mode: encode part i of n (round-robin).")
+@click.option("--part", default=None, help="Batch mode: encode part i of n (round-robin; default 0/1, or the "
+              "process's RANK/WORLD_SIZE under torchrun or accelerate launch).")
 @click.option("--shard-size", default=1000, show_default=True, type=click.IntRange(1), help="Batch mode: inputs per shard.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Batch mode: files encoded concurrently (threads; overlaps decoding/E2P with a GPU tower).")
@@ -160,8 +161,11 @@ def _document(tok: Tokenizer, item: Any) -> EncodedDocument:
 @DEVICE_OPTION
 @DTYPE_OPTION
 @click.option("--strict", is_flag=True, help="Refuse inputs the decoder had to repair (e.g. a corrupt JPEG).")
-def encode(path: str | None, text: str | None, space_ref: str, out: str | None, as_json: bool, part: str,
-           shard_size: int, workers: int, allow_unpinned: bool, device: str, dtype: str, strict: bool) -> None:
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="Image views per vision-tower forward (default 16); codes do not depend on it.")
+def encode(path: str | None, text: str | None, space_ref: str, out: str | None, as_json: bool, part: str | None,
+           shard_size: int, workers: int, allow_unpinned: bool, device: str, dtype: str, strict: bool,
+           batch_size: int | None) -> None:
     """Encode text (--text) or a file (any the space's codecs read: images, audio) into token-space IDs.
 
     Batch mode: PATH is a folder or a .jsonl manifest and --out a folder of sharded safetensors.
@@ -170,14 +174,27 @@ def encode(path: str | None, text: str | None, space_ref: str, out: str | None, 
         raise InputError("give exactly one of PATH or --text")
     sp = TokenSpace.load(space_ref)
     sp.allow_unpinned = allow_unpinned
-    tok = Tokenizer.from_space(sp, device=parse_device(device), dtype=parse_dtype(dtype), strict=strict)
+    tok = Tokenizer.from_space(sp, device=parse_device(device), dtype=parse_dtype(dtype), strict=strict,
+                               batch_size=batch_size)
     if path is not None and (Path(path).is_dir() or path.endswith(".jsonl")):
         return encode_batch(tok, Path(path), out, part, shard_size, as_json, workers)
     doc = encode_text(tok, text) if text is not None else encode_file(tok, Path(path))
     _emit(doc, out, as_json)
 
 
-def encode_batch(tok: Tokenizer, source: Path, out: str | None, part: str, shard_size: int, as_json: bool,
+def batch_part(part: str | None, env: Any = None) -> tuple[int, int]:
+    """The part to encode: `--part i/n`, else (RANK, WORLD_SIZE) of a torchrun / accelerate launch, else 0/1.
+    Both at once is an error (a job array of launches would need its own split; give one of them)."""
+    from .batch import launcher_part, parse_part
+
+    launched = launcher_part(env)
+    if part is not None and launched is not None:
+        raise InputError(f"--part {part} given inside a launch of {launched[1]} processes (WORLD_SIZE); the "
+                         "launcher already splits the inputs by RANK: drop --part or run one process per part")
+    return parse_part(part) if part is not None else launched or (0, 1)
+
+
+def encode_batch(tok: Tokenizer, source: Path, out: str | None, part: str | None, shard_size: int, as_json: bool,
                  workers: int = 1) -> None:
     """Batch mode of `uti encode`: inputs -> shards in OUT, a progress bar and a summary (see uti.batch).
 
@@ -188,11 +205,11 @@ def encode_batch(tok: Tokenizer, source: Path, out: str | None, part: str, shard
     """
     import sys
 
-    from .batch import list_inputs, parse_part, run_batch, select_part
+    from .batch import list_inputs, run_batch, select_part
 
     if not out:
         raise InputError("batch mode needs --out FOLDER for the shards")
-    part_ = parse_part(part)
+    part_ = batch_part(part)
     paths = list_inputs(source, tok.file_suffixes())
     for codec in _codecs_of(tok, select_part(paths, part_)):
         codec.load()

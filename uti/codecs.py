@@ -123,12 +123,14 @@ class ModalityCodec:
         return False
 
     # --- bound to a space ----------------------------------------------------------------------------
-    def __init__(self, space: Any, *, device: Any = "cpu", dtype: Any = None, strict: bool = False) -> None:
+    def __init__(self, space: Any, *, device: Any = "cpu", dtype: Any = None, strict: bool = False,
+                 batch_size: int | None = None) -> None:
         """`device`/`dtype` place the codec's model (dtype None: its default); `strict` refuses inputs the
-        decoder had to repair (`uti encode --strict`)."""
+        decoder had to repair (`uti encode --strict`); `batch_size`: inputs per model forward for codecs that
+        batch (the image tower's views; None: the codec's default)."""
         self.space = space
         self.section = space.abi.get(self.modality)
-        self.device, self.dtype, self.strict = device, dtype, strict
+        self.device, self.dtype, self.strict, self.batch_size = device, dtype, strict, batch_size
 
     def load(self) -> None:
         """Load the assets now (they load on first use otherwise). Batch encoding calls this in the main thread

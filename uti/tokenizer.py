@@ -35,9 +35,10 @@ __all__ = ["Tokenizer"]
 class Tokenizer:
     """Text, images and audio <-> global IDs of one token space (see the module doc)."""
 
-    def __init__(self, space: TokenSpace, *, device: Any = "cpu", dtype: Any = None, strict: bool = False) -> None:
+    def __init__(self, space: TokenSpace, *, device: Any = "cpu", dtype: Any = None, strict: bool = False,
+                 batch_size: int | None = None) -> None:
         self.space = space
-        self._run = {"device": device, "dtype": dtype, "strict": strict}
+        self._run = {"device": device, "dtype": dtype, "strict": strict, "batch_size": batch_size}
         self._codecs: dict[str, ModalityCodec] = {}
         self._classes = present_codecs(space.abi)
         self._starts = {space.special_id(c.markers()[0]): c for c in self._classes}
@@ -45,12 +46,13 @@ class Tokenizer:
 
     @classmethod
     def from_space(cls, name_or_path: str | os.PathLike | TokenSpace, *, device: Any = "cpu", dtype: Any = None,
-                   strict: bool = False) -> "Tokenizer":
+                   strict: bool = False, batch_size: int | None = None) -> "Tokenizer":
         """The tokenizer of a shipped space name (`tiny`), a space file/folder path, or a loaded `TokenSpace`
         (whose `allow_unpinned` the codecs obey). `device`/`dtype` place the codecs' models (dtype None: each
-        codec's default, float32); `strict` refuses inputs the decoder had to repair (e.g. a corrupt JPEG)."""
+        codec's default, float32); `strict` refuses inputs the decoder had to repair (e.g. a corrupt JPEG);
+        `batch_size`: views per vision-tower forward (None: the codec's default, 16)."""
         space = name_or_path if isinstance(name_or_path, TokenSpace) else TokenSpace.load(name_or_path)
-        return cls(space, device=device, dtype=dtype, strict=strict)
+        return cls(space, device=device, dtype=dtype, strict=strict, batch_size=batch_size)
 
     @property
     def modalities(self) -> list[str]:

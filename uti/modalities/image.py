@@ -171,13 +171,16 @@ class ImageModality(ModalityCodec):
 
     @property
     def codec(self) -> Any:
-        """The space's `ImageCodec` (tower on `device` in `dtype`, default float32), built on first use."""
+        """The space's `ImageCodec` (tower on `device` in `dtype`, default float32, `batch_size` views per
+        forward, default the codec's), built on first use."""
         if self._codec is None:
             import torch
 
             from ..image.codec import ImageCodec
 
-            self._codec = ImageCodec.from_space(self.space, device=self.device, dtype=self.dtype or torch.float32)
+            size = {} if self.batch_size is None else {"batch_size": self.batch_size}
+            self._codec = ImageCodec.from_space(self.space, device=self.device, dtype=self.dtype or torch.float32,
+                                                **size)
         return self._codec
 
     def load(self) -> None:

@@ -156,7 +156,11 @@ def test_shard_drift(built, tmp_path):
     code, lines = _verify(other, "--space", built["space"])
     assert code == 1 and "e" * 32 in lines[0]
     orphan = _copy(built, "shards", tmp_path / "o")
-    sorted(orphan.glob("part-*.safetensors"))[-1].unlink()
+    gone = sorted(orphan.glob("part-*.safetensors"))[-1]
+    gone.unlink()
+    code, lines = _verify(orphan, "--space", built["space"])
+    assert code == 1 and f"missing: ['{gone.name}']" in lines[0]  # index.json lists it
+    (orphan / "index.json").unlink()
     code, lines = _verify(orphan, "--space", built["space"])
     assert code == 1 and "has no shard" in lines[0]
 

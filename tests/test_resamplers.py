@@ -1,0 +1,75 @@
+"""The resampler family: parameter-count formulas, shapes, registry errors, checkpoint round trips."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from connectors import ContinuousVLM, expand_image_placeholders
+from connectors.checkpoint import load_connector, save_connector
+from connectors.registry import build_resampler, resampler_names
+from connectors.vlm import Connector, ConnectorConfig
+from uti.config import ConfigError
+from uti.errors import UTIError
+from uti.testing import TINY_FEAT as FEAT
+from uti.testing import TINY_IDS as IDS
+from uti.testing import byte_encode as encode
+from uti.testing import synthetic_image, tiny_llm
+
+TOWER = {"name": "tiny-tower", "weights_hash": "ab" * 16, "hidden_size": FEAT, "feature_layer": -1}
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _round_trip(tmp_path, name: str, cfg: dict, patches: int = 9) -> None:
+    """Save a ContinuousVLM using resampler `name`, load it back, and compare logits exactly."""
+    torch.manual_seed(1)
+    connector = Connector(ConnectorConfig(llm_width=64, resampler=name, resampler_cfg={"in_dim": FEAT} | cfg))
+    vlm = ContinuousVLM(tiny_llm(), connector, IDS).eval()
+    save_connector(vlm, tmp_path, TOWER)
+    loaded = load_connector(tmp_path, tiny_llm(), TOWER).eval()
+    img = synthetic_image(views=3, patches=patches)
+    n = 3 * connector.resampler.num_tokens
+    ids = torch.tensor([expand_image_placeholders("<image> this is", encode, IDS, [n])])
+    torch.testing.assert_close(loaded(ids, [img]).logits, vlm(ids, [img]).logits, rtol=0, atol=0)
+
+
+def test_registry_lists_family_and_refuses_bad_keys() -> None:
+    names = set(resampler_names())
+    assert {"perceiver", "mlp", "spatial_pool"} <= names
+    for name in names:
+        with pytest.raises(ConfigError) as err:
+            build_resampler(name, in_dim=8, bogus=1)
+        msg = str(err.value)
+        assert isinstance(err.value, UTIError) and "\n" not in msg and "bogus" in msg and "in_dim" in msg
+
+
+# --- spatial_pool -------------------------------------------------------------------------------------------------
+
+def _spatial_pool_formula(in_dim: int, dim: int, grid: int) -> int:
+    return in_dim * dim + dim + dim * dim + dim
+
+
+@pytest.mark.parametrize("cfg", [dict(in_dim=1152, dim=512, grid=8), dict(in_dim=24, dim=16, grid=3)])
+def test_spatial_pool_count(cfg) -> None:
+    assert _count(build_resampler("spatial_pool", **cfg)) == _spatial_pool_formula(**cfg)
+
+
+def test_spatial_pool_shapes_and_grid() -> None:
+    m = build_resampler("spatial_pool", in_dim=8, dim=16, grid=2)
+    assert m(torch.randn(3, 36, 8)).shape == (3, 4, 16) and m.num_tokens == 4
+    # pooling is 2-D: a feature constant per image quadrant comes out exactly per output token
+    x = torch.zeros(1, 8, 4, 4)
+    x[0, 0, :2, 2:] = 1.0  # top-right quadrant only
+    mlp_in = torch.nn.functional.adaptive_avg_pool2d(x, 2).flatten(2).transpose(1, 2)
+    got = m(x.flatten(2).transpose(1, 2))
+    torch.testing.assert_close(got, m.mlp(mlp_in))
+    assert mlp_in[0, 1, 0] == 1.0 and mlp_in[0, [0, 2, 3], 0].abs().sum() == 0
+    with pytest.raises(UTIError, match="square patch grid, got 6 tokens"):
+        m(torch.randn(1, 6, 8))
+
+
+def test_spatial_pool_round_trip(tmp_path) -> None:
+    _round_trip(tmp_path, "spatial_pool", {"dim": 32, "grid": 2})

@@ -38,7 +38,7 @@ def _round_trip(tmp_path, name: str, cfg: dict, patches: int = 9) -> None:
 
 def test_registry_lists_family_and_refuses_bad_keys() -> None:
     names = set(resampler_names())
-    assert {"perceiver", "mlp", "spatial_pool"} <= names
+    assert {"perceiver", "mlp", "spatial_pool", "c_abstractor"} <= names
     for name in names:
         with pytest.raises(ConfigError) as err:
             build_resampler(name, in_dim=8, bogus=1)
@@ -73,3 +73,31 @@ def test_spatial_pool_shapes_and_grid() -> None:
 
 def test_spatial_pool_round_trip(tmp_path) -> None:
     _round_trip(tmp_path, "spatial_pool", {"dim": 32, "grid": 2})
+
+
+# --- c_abstractor -------------------------------------------------------------------------------------------------
+
+def _c_abstractor_formula(in_dim: int, dim: int, grid: int, depth: int, kernel: int, reduction: int) -> int:
+    d, s = dim, dim // reduction
+    block = d * d + d * kernel * kernel + 5 * d + 2 * d * s + s
+    return in_dim * d + d + 2 * depth * block + 2 * (d * d + d)
+
+
+@pytest.mark.parametrize("cfg", [dict(in_dim=1152, dim=512, grid=8, depth=2, kernel=7, reduction=4),
+                                 dict(in_dim=24, dim=16, grid=3, depth=1, kernel=3, reduction=2)])
+def test_c_abstractor_count(cfg) -> None:
+    assert _count(build_resampler("c_abstractor", **cfg)) == _c_abstractor_formula(**cfg)
+
+
+def test_c_abstractor_shapes_and_refusals() -> None:
+    m = build_resampler("c_abstractor", in_dim=8, dim=16, grid=2, depth=1)
+    assert m(torch.randn(3, 36, 8)).shape == (3, 4, 16) and m.num_tokens == 4
+    assert (m.config.kernel, m.config.reduction) == (7, 4)  # Honeybee's defaults
+    with pytest.raises(UTIError, match="square patch grid"):
+        m(torch.randn(1, 6, 8))
+    with pytest.raises(UTIError, match="kernel must be odd"):
+        build_resampler("c_abstractor", kernel=4)
+
+
+def test_c_abstractor_round_trip(tmp_path) -> None:
+    _round_trip(tmp_path, "c_abstractor", {"dim": 32, "grid": 2, "depth": 1, "kernel": 3})

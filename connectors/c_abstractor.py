@@ -16,7 +16,7 @@ ConvSEBlock (residual, depthwise-separable instead of Honeybee's RegNet bottlene
 Parameter count, d = dim, k = kernel, s = d // reduction:
     block = d*k*k + d  +  2d  +  d*d + d  +  d*s + s  +  s*d + d  = d^2 + d*k^2 + 5d + 2ds + s
     total = in_dim*d + d  +  2 * depth * block  +  2 * (d*d + d)
-1152-wide input, dim 512, grid 8 (64 tokens), depth 2, kernel 7, reduction 4 -> 4,338,240.
+1152-wide input, dim 512, grid 8 (64 tokens), depth 2, kernel 7, reduction 4 -> 2,799,616.
 """
 
 from __future__ import annotations

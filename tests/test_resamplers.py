@@ -38,7 +38,7 @@ def _round_trip(tmp_path, name: str, cfg: dict, patches: int = 9) -> None:
 
 def test_registry_lists_family_and_refuses_bad_keys() -> None:
     names = set(resampler_names())
-    assert {"perceiver", "mlp", "spatial_pool", "c_abstractor"} <= names
+    assert {"perceiver", "mlp", "spatial_pool", "c_abstractor", "masked_drop"} <= names
     for name in names:
         with pytest.raises(ConfigError) as err:
             build_resampler(name, in_dim=8, bogus=1)
@@ -101,3 +101,43 @@ def test_c_abstractor_shapes_and_refusals() -> None:
 
 def test_c_abstractor_round_trip(tmp_path) -> None:
     _round_trip(tmp_path, "c_abstractor", {"dim": 32, "grid": 2, "depth": 1, "kernel": 3})
+
+
+# --- masked_drop --------------------------------------------------------------------------------------------------
+
+def _masked_drop_formula(in_dim: int, dim: int, num_latents: int, mult: int, keep_ratio: float) -> int:
+    h = mult * dim
+    return in_dim * h + h + h * dim + dim
+
+
+@pytest.mark.parametrize("cfg", [dict(in_dim=1152, dim=512, num_latents=64, mult=4, keep_ratio=0.5),
+                                 dict(in_dim=24, dim=16, num_latents=3, mult=2, keep_ratio=0.25)])
+def test_masked_drop_count(cfg) -> None:
+    assert _count(build_resampler("masked_drop", **cfg)) == _masked_drop_formula(**cfg)
+
+
+def test_masked_drop_train_drops_eval_does_not() -> None:
+    torch.manual_seed(0)
+    m = build_resampler("masked_drop", in_dim=8, dim=16, num_latents=4, keep_ratio=0.25)
+    x = torch.randn(3, 40, 8)
+    ref = m.mlp(torch.nn.functional.adaptive_avg_pool1d(x.transpose(1, 2), 4).transpose(1, 2))  # no-drop path
+    m.eval()
+    torch.testing.assert_close(m(x), ref, rtol=0, atol=0)
+    torch.testing.assert_close(m(x), m(x), rtol=0, atol=0)
+    m.train()
+    kept = m.drop(x)
+    assert kept.shape == (3, 10, 8)
+    for b in range(3):  # each kept token is one of the sample's own tokens, in order, no repeats
+        rows = [int((x[b] == row).all(dim=1).nonzero()) for row in kept[b]]
+        assert rows == sorted(set(rows))
+    assert m(x).shape == (3, 4, 16) and not torch.equal(m(x), ref)
+    torch.manual_seed(5)
+    a = m(x)
+    torch.manual_seed(5)
+    torch.testing.assert_close(m(x), a, rtol=0, atol=0)  # seeded by the global RNG
+    with pytest.raises(UTIError, match="keep_ratio"):
+        build_resampler("masked_drop", keep_ratio=0.0)
+
+
+def test_masked_drop_round_trip(tmp_path) -> None:
+    _round_trip(tmp_path, "masked_drop", {"dim": 32, "num_latents": 4}, patches=6)

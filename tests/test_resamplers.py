@@ -38,7 +38,7 @@ def _round_trip(tmp_path, name: str, cfg: dict, patches: int = 9) -> None:
 
 def test_registry_lists_family_and_refuses_bad_keys() -> None:
     names = set(resampler_names())
-    assert {"perceiver", "mlp", "spatial_pool", "c_abstractor", "masked_drop"} <= names
+    assert {"perceiver", "mlp", "spatial_pool", "c_abstractor", "masked_drop", "qformer"} <= names
     for name in names:
         with pytest.raises(ConfigError) as err:
             build_resampler(name, in_dim=8, bogus=1)
@@ -141,3 +141,35 @@ def test_masked_drop_train_drops_eval_does_not() -> None:
 
 def test_masked_drop_round_trip(tmp_path) -> None:
     _round_trip(tmp_path, "masked_drop", {"dim": 32, "num_latents": 4}, patches=6)
+
+
+# --- qformer ------------------------------------------------------------------------------------------------------
+
+def _qformer_formula(in_dim: int, dim: int, num_latents: int, depth: int, heads: int, ff_mult: int) -> int:
+    d, f = dim, ff_mult
+    layer = (8 + 2 * f) * d * d + (15 + f) * d
+    return num_latents * d + in_dim * d + d + depth * layer + 2 * d
+
+
+@pytest.mark.parametrize("cfg", [dict(in_dim=1152, dim=512, num_latents=64, depth=2, heads=8, ff_mult=4),
+                                 dict(in_dim=24, dim=16, num_latents=3, depth=3, heads=2, ff_mult=2)])
+def test_qformer_count(cfg) -> None:
+    assert _count(build_resampler("qformer", **cfg)) == _qformer_formula(**cfg)
+
+
+def test_qformer_shapes_and_key_mask() -> None:
+    torch.manual_seed(0)
+    m = build_resampler("qformer", in_dim=8, dim=16, num_latents=3, depth=2, heads=2).eval()
+    x = torch.randn(2, 7, 8)
+    assert m(x).shape == (2, 3, 16) and m(torch.randn(2, 11, 8)).shape == (2, 3, 16)
+    # masked patches are ignored: padding with junk under a False mask gives the unpadded result
+    padded = torch.cat([x, 100 * torch.randn(2, 4, 8)], dim=1)
+    mask = torch.arange(11)[None].expand(2, -1) < 7
+    torch.testing.assert_close(m(padded, mask), m(x), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(m(padded), m(x))
+    with pytest.raises(UTIError, match="must divide dim"):
+        build_resampler("qformer", dim=10, heads=4)
+
+
+def test_qformer_round_trip(tmp_path) -> None:
+    _round_trip(tmp_path, "qformer", {"dim": 32, "num_latents": 4, "depth": 1, "heads": 2}, patches=6)

@@ -38,7 +38,7 @@ def _round_trip(tmp_path, name: str, cfg: dict, patches: int = 9) -> None:
 
 def test_registry_lists_family_and_refuses_bad_keys() -> None:
     names = set(resampler_names())
-    assert {"perceiver", "mlp", "spatial_pool", "c_abstractor", "masked_drop", "qformer"} <= names
+    assert {"perceiver", "mlp", "spatial_pool", "c_abstractor", "masked_drop", "qformer", "bimamba"} <= names
     for name in names:
         with pytest.raises(ConfigError) as err:
             build_resampler(name, in_dim=8, bogus=1)
@@ -173,3 +173,40 @@ def test_qformer_shapes_and_key_mask() -> None:
 
 def test_qformer_round_trip(tmp_path) -> None:
     _round_trip(tmp_path, "qformer", {"dim": 32, "num_latents": 4, "depth": 1, "heads": 2}, patches=6)
+
+
+# --- bimamba ------------------------------------------------------------------------------------------------------
+
+def _bimamba_formula(in_dim: int, dim: int, num_latents: int, depth: int, state_size: int, expand: int,
+                     conv_kernel: int) -> int:
+    d, e, n, k, r = dim, expand * dim, state_size, conv_kernel, -(-dim // 16)
+    mixer = 3 * d * e + e * k + e * (2 * r + 3 * n) + 3 * e
+    return in_dim * d + d + depth * (2 * mixer + 2 * d) + 2 * d
+
+
+@pytest.mark.parametrize("cfg", [dict(in_dim=1152, dim=512, num_latents=64, depth=2, state_size=16, expand=2,
+                                      conv_kernel=4),
+                                 dict(in_dim=24, dim=20, num_latents=3, depth=1, state_size=4, expand=3,
+                                      conv_kernel=2)])
+def test_bimamba_count(cfg) -> None:
+    assert _count(build_resampler("bimamba", **cfg)) == _bimamba_formula(**cfg)
+
+
+def test_bimamba_shapes_and_both_directions() -> None:
+    torch.manual_seed(0)
+    m = build_resampler("bimamba", in_dim=8, dim=16, num_latents=3, depth=1, state_size=4).eval()
+    x = torch.randn(2, 9, 8)
+    assert m(x).shape == (2, 3, 16) and m(torch.randn(2, 5, 8)).shape == (2, 3, 16)
+    layer, h = m.layers[0], m.proj_in(x)
+    last = h.clone()
+    last[:, -1] += torch.randn(16)  # change only the last token (not by a constant: LayerNorm removes that)
+    first = h.clone()
+    first[:, 0] += torch.randn(16)  # change only the first token
+    with torch.no_grad():  # token 0 sees the last token (reversed pass), the last token sees token 0 (forward pass)
+        assert not torch.allclose(layer(last)[:, 0], layer(h)[:, 0])
+        assert not torch.allclose(layer(first)[:, -1], layer(h)[:, -1])
+        assert torch.allclose(layer.fwd(layer.norm(last))[:, 0], layer.fwd(layer.norm(h))[:, 0])  # fwd is causal
+
+
+def test_bimamba_round_trip(tmp_path) -> None:
+    _round_trip(tmp_path, "bimamba", {"dim": 32, "num_latents": 4, "depth": 1, "state_size": 4}, patches=6)

@@ -40,7 +40,7 @@ def register_resampler(name: str) -> Callable[[M], M]:
 
 def _load_builtins() -> None:
     """Import the built-in resampler modules: importing one registers it (its `@register` decorators run)."""
-    for name in ("perceiver", "pooled"):
+    for name in ("perceiver", "pooled", "spatial_pool", "c_abstractor", "masked_drop", "qformer", "bimamba"):
         importlib.import_module(f".{name}", __package__)
 
 

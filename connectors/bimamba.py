@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import WidthMismatchError
-from .registry import register_resampler
+from .registry import register_resampler, require_positive
 
 __all__ = ["BiMambaConfig", "BiMambaLayer", "BiMambaResampler"]
 
@@ -46,9 +46,7 @@ class BiMambaConfig:
     conv_kernel: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("in_dim", "dim", "num_latents", "depth", "state_size", "expand", "conv_kernel"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "in_dim", "dim", "num_latents", "depth", "state_size", "expand", "conv_kernel")
 
 
 def _mixer(config: BiMambaConfig) -> nn.Module:

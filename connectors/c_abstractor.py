@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import register_resampler
+from .registry import register_resampler, require_positive
 from .spatial_pool import to_grid
 
 __all__ = ["CAbstractorConfig", "ConvSEBlock", "CAbstractorResampler"]
@@ -45,9 +45,7 @@ class CAbstractorConfig:
     reduction: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("in_dim", "dim", "grid", "depth", "kernel", "reduction"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "in_dim", "dim", "grid", "depth", "kernel", "reduction")
         if self.kernel % 2 == 0:
             raise ValueError(f"kernel must be odd (same-size padding), got {self.kernel}")
         if self.dim // self.reduction < 1:

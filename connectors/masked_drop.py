@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import WidthMismatchError
-from .registry import register_resampler
+from .registry import register_resampler, require_positive
 
 __all__ = ["MaskedDropConfig", "MaskedDropResampler"]
 
@@ -35,9 +35,7 @@ class MaskedDropConfig:
     keep_ratio: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("in_dim", "dim", "num_latents", "mult"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "in_dim", "dim", "num_latents", "mult")
         if not 0.0 < float(self.keep_ratio) <= 1.0:
             raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
 

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import WidthMismatchError
-from .registry import register_resampler
+from .registry import register_resampler, require_positive
 
 __all__ = ["PerceiverConfig", "MultiHeadCrossAttention", "PerceiverBlock", "PerceiverResampler"]
 
@@ -40,9 +40,7 @@ class PerceiverConfig:
     input_norm: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("in_dim", "dim", "num_latents", "depth", "heads", "head_dim", "ff_mult"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "in_dim", "dim", "num_latents", "depth", "heads", "head_dim", "ff_mult")
 
 
 class MultiHeadCrossAttention(nn.Module):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import WidthMismatchError
-from .registry import register_resampler
+from .registry import register_resampler, require_positive
 
 __all__ = ["PooledMLPConfig", "PooledMLPResampler"]
 
@@ -27,9 +27,7 @@ class PooledMLPConfig:
     mult: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("in_dim", "dim", "num_latents", "mult"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "in_dim", "dim", "num_latents", "mult")
 
 
 @register_resampler("mlp")

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .errors import WidthMismatchError
-from .registry import register_resampler
+from .registry import register_resampler, require_positive
 
 __all__ = ["QFormerConfig", "QFormerLayer", "QFormerResampler"]
 
@@ -43,9 +43,7 @@ class QFormerConfig:
     ff_mult: int = 4
 
     def __post_init__(self) -> None:
-        for name in ("in_dim", "dim", "num_latents", "depth", "heads", "ff_mult"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "in_dim", "dim", "num_latents", "depth", "heads", "ff_mult")
         if self.dim % self.heads:
             raise ValueError(f"heads ({self.heads}) must divide dim ({self.dim})")
 

@@ -17,10 +17,18 @@ from uti.config import from_dict
 
 from .errors import ConnectorError
 
-__all__ = ["register_resampler", "build_resampler", "resampler_names", "resampler_class"]
+__all__ = ["register_resampler", "build_resampler", "resampler_names", "resampler_class", "require_positive"]
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
 M = TypeVar("M", bound=type[nn.Module])
+
+
+def require_positive(config: Any, *names: str) -> None:
+    """For a resampler `Config.__post_init__`: each named size field must be an integer >= 1."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
 def register_resampler(name: str) -> Callable[[M], M]:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import WidthMismatchError
-from .registry import register_resampler
+from .registry import register_resampler, require_positive
 
 __all__ = ["SpatialPoolConfig", "SpatialPoolResampler", "to_grid"]
 
@@ -32,9 +32,7 @@ class SpatialPoolConfig:
     grid: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("in_dim", "dim", "grid"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "in_dim", "dim", "grid")
 
 
 def to_grid(features: torch.Tensor, in_dim: int) -> torch.Tensor:

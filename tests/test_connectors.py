@@ -82,7 +82,7 @@ def test_wrong_feature_width_is_a_one_line_error() -> None:
         MLPProjector(16, 64)(torch.randn(2, 8))
 
 
-def test_registry_builtin_unknown_and_plugin() -> None:
+def test_registry_builtin_unknown_and_plugin(monkeypatch) -> None:
     assert {"perceiver", "mlp"} <= set(resampler_names())
     mlp = build_resampler("mlp", in_dim=24, dim=16, num_latents=4)
     assert mlp(torch.randn(2, 10, 24)).shape == (2, 4, 16)
@@ -92,6 +92,10 @@ def test_registry_builtin_unknown_and_plugin() -> None:
         build_resampler("perceiver", latents=3)
 
     from dataclasses import dataclass
+
+    import connectors.registry
+
+    monkeypatch.setattr(connectors.registry, "_REGISTRY", dict(connectors.registry._REGISTRY))  # no leak to other tests
 
     @register_resampler("test_first_token")
     class FirstToken(nn.Module):

@@ -15,43 +15,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from .errors import WidthMismatchError
-from .registry import register_resampler, require_positive
+from .pooled import PooledMLPConfig, PooledMLPResampler
+from .registry import check_features, register_resampler
 
 __all__ = ["MaskedDropConfig", "MaskedDropResampler"]
 
 
 @dataclass
-class MaskedDropConfig:
-    """Sizes of the drop + pool + MLP resampler; `keep_ratio` in (0, 1] is the training-time kept fraction."""
+class MaskedDropConfig(PooledMLPConfig):
+    """The `mlp` resampler's sizes plus `keep_ratio` in (0, 1], the training-time kept fraction of tokens."""
 
-    in_dim: int = 1152
-    dim: int = 512
-    num_latents: int = 64
-    mult: int = 4
     keep_ratio: float = 0.5
 
     def __post_init__(self) -> None:
-        require_positive(self, "in_dim", "dim", "num_latents", "mult")
+        super().__post_init__()
         if not 0.0 < float(self.keep_ratio) <= 1.0:
             raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
 
 
 @register_resampler("masked_drop")
-class MaskedDropResampler(nn.Module):
-    """(B, T, in_dim) -> [train: keep a random subset of tokens] -> pool to num_latents -> MLP -> (B, L, dim)."""
+class MaskedDropResampler(PooledMLPResampler):
+    """(B, T, in_dim) -> [train: keep a random subset of tokens] -> the `mlp` resampler -> (B, L, dim)."""
 
     Config = MaskedDropConfig
 
     def __init__(self, config: MaskedDropConfig | None = None, **kwargs: int | float) -> None:
-        super().__init__()
-        self.config = config = config or MaskedDropConfig(**kwargs)
-        self.in_dim, self.out_dim, self.num_tokens = config.in_dim, config.dim, config.num_latents
-        hidden = config.mult * config.dim
-        self.mlp = nn.Sequential(nn.Linear(config.in_dim, hidden), nn.GELU(), nn.Linear(hidden, config.dim))
+        super().__init__(config or MaskedDropConfig(**kwargs))
 
     def kept_count(self, tokens: int) -> int:
         """How many of `tokens` tokens a training step keeps (all of them in eval mode)."""
@@ -70,10 +60,5 @@ class MaskedDropResampler(nn.Module):
 
     def forward(self, features: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """features: (B, T, in_dim); key_mask is accepted for interface parity (padding must be absent)."""
-        if features.dim() != 3 or features.shape[-1] != self.in_dim:
-            raise WidthMismatchError(
-                f"resampler expects features of shape (batch, tokens, {self.in_dim}), got {tuple(features.shape)}"
-            )
-        kept = self.drop(features)  # (B, K, in_dim)
-        pooled = F.adaptive_avg_pool1d(kept.transpose(1, 2), self.num_tokens).transpose(1, 2)  # (B, L, in_dim)
-        return self.mlp(pooled)
+        check_features(features, self.in_dim)
+        return super().forward(self.drop(features))  # (B, K, in_dim) -> (B, L, dim)

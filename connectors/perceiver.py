@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import WidthMismatchError
-from .registry import register_resampler, require_positive
+from .registry import check_features, register_resampler, require_positive
 
 __all__ = ["PerceiverConfig", "MultiHeadCrossAttention", "PerceiverBlock", "PerceiverResampler"]
 
@@ -113,11 +112,7 @@ class PerceiverResampler(nn.Module):
 
     def forward(self, features: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """features: (B, T, in_dim); key_mask: (B, T) bool, True = real patch. Returns (B, num_latents, dim)."""
-        if features.dim() != 3 or features.shape[-1] != self.in_dim:
-            raise WidthMismatchError(
-                f"resampler expects features of shape (batch, tokens, {self.in_dim}), got {tuple(features.shape)}; "
-                "use a connector built for this vision tower's width"
-            )
+        check_features(features, self.in_dim)
         x = self.proj_in(self.input_norm(features))  # (B, T, dim)
         latents = self.latents.unsqueeze(0).expand(x.shape[0], -1, -1)  # (B, L, dim)
         for block in self.blocks:

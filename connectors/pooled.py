@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import WidthMismatchError
-from .registry import register_resampler, require_positive
+from .registry import check_features, register_resampler, require_positive
 
 __all__ = ["PooledMLPConfig", "PooledMLPResampler"]
 
@@ -45,9 +44,6 @@ class PooledMLPResampler(nn.Module):
 
     def forward(self, features: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """features: (B, T, in_dim); key_mask is accepted for interface parity (padding must be absent)."""
-        if features.dim() != 3 or features.shape[-1] != self.in_dim:
-            raise WidthMismatchError(
-                f"resampler expects features of shape (batch, tokens, {self.in_dim}), got {tuple(features.shape)}"
-            )
+        check_features(features, self.in_dim)
         pooled = F.adaptive_avg_pool1d(features.transpose(1, 2), self.num_tokens).transpose(1, 2)  # (B, L, in_dim)
         return self.mlp(pooled)

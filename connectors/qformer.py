@@ -25,8 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import WidthMismatchError
-from .registry import register_resampler, require_positive
+from .registry import check_features, register_resampler, require_positive
 
 __all__ = ["QFormerConfig", "QFormerLayer", "QFormerResampler"]
 
@@ -85,10 +84,7 @@ class QFormerResampler(nn.Module):
 
     def forward(self, features: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """features: (B, T, in_dim); key_mask: (B, T) bool, True = real patch. Returns (B, num_latents, dim)."""
-        if features.dim() != 3 or features.shape[-1] != self.in_dim:
-            raise WidthMismatchError(
-                f"resampler expects features of shape (batch, tokens, {self.in_dim}), got {tuple(features.shape)}"
-            )
+        check_features(features, self.in_dim)
         x = self.proj_in(features)  # (B, T, dim)
         pad = None if key_mask is None else ~key_mask.bool()  # (B, T), True = ignore
         q = self.queries.unsqueeze(0).expand(x.shape[0], -1, -1)  # (B, L, dim)

@@ -15,9 +15,10 @@ from torch import nn
 
 from uti.config import from_dict
 
-from .errors import ConnectorError
+from .errors import ConnectorError, WidthMismatchError
 
-__all__ = ["register_resampler", "build_resampler", "resampler_names", "resampler_class", "require_positive"]
+__all__ = ["register_resampler", "build_resampler", "resampler_names", "resampler_class", "require_positive",
+           "check_features"]
 
 _REGISTRY: dict[str, type[nn.Module]] = {}
 M = TypeVar("M", bound=type[nn.Module])
@@ -29,6 +30,13 @@ def require_positive(config: Any, *names: str) -> None:
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check_features(features: Any, in_dim: int) -> None:
+    """For a resampler's `forward`: `features` must be (batch, tokens, in_dim); else a one-line error."""
+    if features.dim() != 3 or features.shape[-1] != in_dim:
+        raise WidthMismatchError(f"resampler expects features of shape (batch, tokens, {in_dim}), got "
+                                 f"{tuple(features.shape)}; use a connector built for this vision tower's width")
 
 
 def register_resampler(name: str) -> Callable[[M], M]:

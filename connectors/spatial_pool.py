@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import WidthMismatchError
-from .registry import register_resampler, require_positive
+from .registry import check_features, register_resampler, require_positive
 
 __all__ = ["SpatialPoolConfig", "SpatialPoolResampler", "to_grid"]
 
@@ -37,10 +37,7 @@ class SpatialPoolConfig:
 
 def to_grid(features: torch.Tensor, in_dim: int) -> torch.Tensor:
     """(B, T, in_dim) with T = g*g -> (B, in_dim, g, g); a wrong width or non-square T is a one-line error."""
-    if features.dim() != 3 or features.shape[-1] != in_dim:
-        raise WidthMismatchError(
-            f"resampler expects features of shape (batch, tokens, {in_dim}), got {tuple(features.shape)}"
-        )
+    check_features(features, in_dim)
     b, t, c = features.shape
     g = math.isqrt(t)
     if g * g != t:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from uti.version import __version__  # before the imports: checkpoint records it
 
 from .checkpoint import load_connector, save_connector
-from .data import CaptionExample, collate_captions
+from .data import CaptionExample, ManifestRow, collate_captions, read_manifests
 from .errors import ConnectorError, PlaceholderCountError, TowerMismatchError, WidthMismatchError
 from .inject import IMAGE_MARKER, ImageTokenIds, ViewFeatures, expand_image_placeholders
 from .perceiver import PerceiverConfig, PerceiverResampler
@@ -22,6 +22,8 @@ from .vlm import Connector, ConnectorConfig, ContinuousVLM, add_lora, generate_t
 
 __all__ = [
     "ConnectorError",
+    "ManifestRow",
+    "read_manifests",
     "PlaceholderCountError",
     "TowerMismatchError",
     "WidthMismatchError",

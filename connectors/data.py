@@ -2,20 +2,64 @@
 
 An example is an image (its `ViewFeatures`, computed once: the tower is frozen), a prompt that contains
 `<image>` and the target text. Only target tokens (and the optional end-of-text ID) carry labels.
+
+Manifests (`read_manifests`) are the token-LM track's record files (`tokenlm.data.read_records`): CSV with
+columns ``image, instruction, response`` as instruction-tuning data comes, or JSONL records
+``{"image": path, "caption": str, "instruction": str}``; several files mix, validation files are read the
+same way. Both tracks thus train on the same rows, with the instruction unlabelled before the response.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
 from uti.sequence import IGNORE_INDEX
 
+from .errors import ConnectorError
 from .inject import ImageTokenIds, ViewFeatures, expand_image_placeholders
 
-__all__ = ["CaptionExample", "collate_captions", "shuffled_images"]
+__all__ = ["CaptionExample", "ManifestRow", "read_manifests", "collate_captions", "shuffled_images"]
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One image-instruction-response row of a data manifest (image path resolved against the manifest's folder)."""
+
+    image: Path
+    instruction: str
+    response: str
+    where: str = ""  # file:line, for error messages
+
+    @property
+    def prompt(self) -> str:
+        """The `CaptionExample` prompt: the image placeholder, then the instruction (no label on either)."""
+        return "<image>" + self.instruction
+
+
+def read_manifests(paths: Sequence[str | Path]) -> list[ManifestRow]:
+    """Rows of CSV/JSONL manifests in order, files concatenated; every row must name an image file.
+
+    Text-only records, other modalities and inline `image_ids` (the discrete track's form) are refused in one
+    line naming `file:line`, since this track needs the image itself.
+    """
+    from tokenlm.data import read_records
+
+    rows = []
+    for path in paths:
+        for rec in read_records(path):
+            if rec.modality != "image" or rec.media is None:
+                what = "inline image_ids" if rec.ids is not None else (rec.modality or "a text record")
+                raise ConnectorError(f"{rec.where}: the continuous track needs an image file per row, got {what}; "
+                                     "give columns image, instruction, response (CSV) or {\"image\": path, ...}")
+            rows.append(ManifestRow(Path(rec.media), rec.instruction or "", rec.caption or "", rec.where))
+    if not rows:
+        raise ConnectorError(f"no rows in {', '.join(map(str, paths)) or 'no manifest'}; give at least one "
+                             "image, instruction, response row")
+    return rows
 
 
 @dataclass

@@ -12,7 +12,13 @@ Sources are given as a list of paths:
   names a shard item: it is matched against the shards' sources by resolved path (relative paths are
   relative to the JSONL's folder), else by file name when that is unique. A record may carry the IDs
   inline instead (``"image_ids": [...]`` / ``"audio_ids": [...]`` / ``"<modality>_ids"``, global IDs of
-  the space, as `uti encode --json` prints them). Every line is checked against one schema (`RECORD_KEYS`) before anything is built: unknown keys
+  the space, as `uti encode --json` prints them). A caption record may add ``"instruction": "..."``: the text
+  the caption answers (a question about the image); in captioning tasks (i2t, a2t) it opens the target
+  block without labels, so the model learns the response given image and instruction (`uti.sequence`).
+* a CSV file with a header row, as instruction-tuning manifests come: one media column (``image``, ``audio``,
+  any registered modality) holding a path, ``instruction`` (optional, may be empty) and ``response`` (the
+  caption); or a single ``text`` column. Each row becomes the record above and is checked by the same
+  schema, named ``file.csv:line``. Several CSV and JSONL files mix freely in one run. Every line is checked against one schema (`RECORD_KEYS`) before anything is built: unknown keys
   (listing the valid ones), strings that are not strings, IDs that are not integers (floats, strings,
   bools, nested lists) are refused with `file:line` in one line; nothing is coerced.
 
@@ -34,7 +40,7 @@ import torch
 
 from uti.codecs import ModalityCodec, codec_class, codec_classes
 from uti.errors import InputError
-from uti.io import read_jsonl
+from uti.io import read_csv, read_jsonl
 from uti.sequence import IGNORE_INDEX, TASKS, PackedRow, TokenSequence, build_sequence, pack
 from uti.space import TokenSpace
 from uti.tokenizer import Tokenizer
@@ -55,6 +61,7 @@ class Record:
     modality: str | None = None  # a registered modality ("image", "audio", ...), None for a text record
     media: str | None = None  # resolved path of the media file, or None when IDs are inline
     ids: tuple[int, ...] | None = None  # inline global IDs
+    instruction: str | None = None  # text the caption answers (captioning tasks: unlabelled target prefix)
     where: str = ""  # file:line, for error messages
 
 
@@ -69,7 +76,7 @@ class _RecordKeys(Mapping):
     A record is {"text"}, or a caption with exactly one media key."""
 
     def _keys(self) -> dict[str, str]:
-        keys = {"text": "a string", "caption": "a string"}
+        keys = {"text": "a string", "caption": "a string", "instruction": "a string"}
         for c in _media_codecs():
             keys[c.modality] = "a media file path (string)"
             keys[f"{c.modality}_ids"] = "a list of integer IDs"
@@ -120,7 +127,7 @@ def _check_value(key: str, value: Any, where: str) -> None:
             if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < _MAX_ID:
                 raise DataError(f"{where}: \"{key}\"[{n}] is {_brief(i)}; IDs are integers in [0, 2^31) "
                                 "(global IDs of the token space, as `uti encode --json` prints them)")
-    elif not isinstance(value, str) or (key not in ("text", "caption") and not value):
+    elif not isinstance(value, str) or (key not in ("text", "caption", "instruction") and not value):
         raise DataError(f"{where}: \"{key}\" must be {RECORD_KEYS[key]}, got {_brief(value)}")
 
 
@@ -138,24 +145,33 @@ def _record(obj: Any, where: str, base: Path) -> Record:
         if set(obj) != {"text"}:
             raise DataError(f"{where}: a text record is {{\"text\": str}} and nothing else, got keys {sorted(obj)}")
         return Record(text=obj["text"], where=where)
-    media = [k for k in obj if k != "caption"]
+    media = [k for k in obj if k not in ("caption", "instruction")]
     if len(media) != 1 or "caption" not in obj:
-        raise DataError(f"{where}: expected {_shapes()}; got keys {sorted(obj)}")
-    key = media[0]
+        raise DataError(f"{where}: expected {_shapes()} (plus an optional \"instruction\"); got keys {sorted(obj)}")
+    key, instruction = media[0], obj.get("instruction") or None
     m = key.removesuffix("_ids")
     if key.endswith("_ids"):
-        return Record(caption=obj["caption"], modality=m, ids=tuple(obj[key]), where=where)
+        return Record(caption=obj["caption"], modality=m, ids=tuple(obj[key]), where=where, instruction=instruction)
     try:
         media_path = str((base / obj[key]).resolve())
     except (OSError, ValueError):  # a NUL byte, a path too long for the OS
         raise DataError(f"{where}: \"{key}\" is not a usable file path: {_brief(obj[key])}") from None
-    return Record(caption=obj["caption"], modality=m, media=media_path, where=where)
+    return Record(caption=obj["caption"], modality=m, media=media_path, where=where, instruction=instruction)
 
 
 def read_records(path: str | Path) -> list[Record]:
-    """Records of a JSONL file in file order (blank lines skipped); malformed lines raise DataError."""
+    """Records of a JSONL or CSV file (by suffix) in file order (blank lines skipped); bad lines raise DataError."""
     path = Path(path)
-    return [_record(obj, f"{path}:{n}", path.parent) for n, obj in read_jsonl(path, DataError)]
+    rows = read_csv(path, DataError, _csv_key) if path.suffix.lower() == ".csv" else read_jsonl(path, DataError)
+    return [_record(obj, f"{path}:{n}", path.parent) for n, obj in rows]
+
+
+def _csv_key(column: str) -> str:
+    """The record key of a CSV column: `response` is the caption; the others are the record keys themselves."""
+    valid = ["text", "instruction", "response"] + [c.modality for c in _media_codecs()]
+    if column not in valid:
+        raise DataError(f"unknown CSV column {column!r}; valid columns: {', '.join(valid)}")
+    return "caption" if column == "response" else column
 
 
 def load_shard_items(folders: Iterable[str | Path], space: TokenSpace) -> dict[str, tuple[int, ...]]:
@@ -211,7 +227,9 @@ def build_sequences(records: Sequence[Record], space: TokenSpace, tasks: Sequenc
         source = rec.where + (f" ({rec.modality} {rec.media})" if rec.media else "")
         short = codec_class(rec.modality).short
         if (rec.modality, "text") in wanted:
-            out.append(build_sequence(space, f"{short}2t", target=caption, condition=media, source=source))
+            prefix = tok.encode(rec.instruction) if rec.instruction else ()
+            out.append(build_sequence(space, f"{short}2t", target=caption, condition=media, source=source,
+                                      target_prefix=prefix))
         if ("text", rec.modality) in wanted:
             out.append(build_sequence(space, f"t2{short}", target=media, condition=caption, source=source))
     return out

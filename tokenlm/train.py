@@ -106,7 +106,7 @@ def _load_data(cfg: TrainConfig, space: TokenSpace) -> tuple[list, list]:
     items = load_shard_items(shard_dirs, space) if shard_dirs else {}
     records = [r for p in cfg.data if Path(p).is_file() for r in read_records(p)]
     if not records:
-        raise TrainError(f"no records in {', '.join(cfg.data)}; give at least one JSONL file of records")
+        raise TrainError(f"no records in {', '.join(cfg.data)}; give at least one JSONL or CSV file of records")
     train_recs, eval_recs = split_records(records, cfg.eval_fraction, cfg.seed)
     eval_recs += [r for p in cfg.eval_data if Path(p).is_file() for r in read_records(p)]
     train_rows = build_rows(build_sequences(train_recs, space, cfg.tasks, items), space, cfg.max_len, cfg.seed)

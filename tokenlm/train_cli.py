@@ -27,8 +27,8 @@ _SIMPLE = ("stage", "space", "base", "steps", "batch_size", "grad_accum", "max_l
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
               help="YAML/JSON file of TrainConfig keys; command-line options override it.")
 @click.option("--data", multiple=True,
-              help="JSONL record file or uti-encode shard folder (repeatable). [required unless --config has data:]")
-@click.option("--eval-data", multiple=True, help="Held-out JSONL record file (repeatable).")
+              help="JSONL or CSV record file (see README: Training records) or uti-encode shard folder (repeatable). [required unless --config has data:]")
+@click.option("--eval-data", multiple=True, help="Held-out JSONL or CSV record file (repeatable).")
 @click.option("--out", help="Output folder (rows checkpoint, checkpoints/, train_result.json). "
               "[required unless --config has out:]")
 @click.option("--stage", type=click.Choice(["rows", "lora", "full"]), help="What trains. [default: rows]")

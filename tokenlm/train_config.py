@@ -24,7 +24,7 @@ class TrainConfig:
     """Configuration of a training run (see module docstring for batch semantics)."""
 
     out: str  # output folder: final rows checkpoint, checkpoints/step-N/, train_result.json
-    data: tuple[str, ...]  # JSONL record files and/or shard folders (see tokenlm.data)
+    data: tuple[str, ...]  # JSONL/CSV record files and/or shard folders (see tokenlm.data)
     space: str = "tiny"  # token space name or path
     base: str | None = None  # base model hub id or folder; default: the space's base_model asset
     stage: str = "rows"  # rows | lora | full
@@ -43,7 +43,7 @@ class TrainConfig:
     warmup_steps: int = 0
     max_grad_norm: float = 0.0  # 0 disables clipping
     chunk_tokens: int = 1024  # tokens per chunk of the full-vocabulary loss
-    eval_data: tuple[str, ...] = ()  # held-out JSONL files (same format as data)
+    eval_data: tuple[str, ...] = ()  # held-out JSONL/CSV files (same format as data)
     eval_fraction: float = 0.0  # or hold out this fraction of the data records (seeded)
     eval_every: int = 0  # 0: evaluate only at the end
     save_every: int = 0  # 0: checkpoint only at the end
@@ -67,7 +67,7 @@ class TrainConfig:
             (self.init in INITS, f"init must be one of {', '.join(INITS)}, got {self.init!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
             (all(t in TASKS for t in self.tasks) and self.tasks, f"tasks must be a non-empty subset of {', '.join(TASKS)}"),
-            (len(self.data) > 0, "data needs at least one JSONL file or shard folder"),
+            (len(self.data) > 0, "data needs at least one JSONL/CSV file or shard folder"),
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
             (self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1"),
             (self.max_len >= 2, f"max_len must be >= 2, got {self.max_len}"),

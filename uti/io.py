@@ -7,13 +7,14 @@ a local model an artifact refers to is recorded relative to the artifact's folde
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
-__all__ = ["read_jsonl", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save_safetensors",
+__all__ = ["read_jsonl", "read_csv", "atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_save_safetensors",
            "LOCAL_PREFIXES", "relative_ref", "portable_ref", "resolve_ref"]
 
 LOCAL_PREFIXES = ("./", "../")  # a recorded model reference starting so is a path relative to the artifact folder
@@ -121,3 +122,40 @@ def read_jsonl(path: str | Path, error: type[Exception] | None = None) -> Iterat
             yield n, json.loads(line)
         except json.JSONDecodeError as err:
             raise error(f"{path}:{n}: not valid JSON ({err.msg})") from None
+
+
+def read_csv(path: str | Path, error: type[Exception] | None = None,
+             key: Callable[[str], str] = str) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, {key(column): cell}) for each non-blank row of a CSV file with a header row.
+
+    Empty cells are left out of the row, so an optional column may stay empty. A missing or duplicated
+    header, a row with another number of cells than the header, bad quoting or a NUL byte raise `error`
+    (default `InputError`) naming `path:line`; `key` maps each header name (and may refuse it).
+    """
+    import csv
+
+    from .errors import InputError
+
+    error = error or InputError
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: spreadsheets write a byte-order mark
+    except (OSError, UnicodeDecodeError) as err:
+        raise error(f"cannot read {path}: {getattr(err, 'strerror', None) or err}") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+        if not header or not any(h.strip() for h in header):
+            raise error(f"{path}: empty CSV; expected a header row naming the columns")
+        names = [key(h.strip()) for h in header]
+        if len(set(names)) != len(names):
+            raise error(f"{path}:1: duplicate CSV columns in header {header}")
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(names):
+                raise error(f"{path}:{reader.line_num}: {len(row)} cells, the header has {len(names)}; "
+                            "quote cells that contain commas")
+            yield reader.line_num, {k: v for k, v in zip(names, row) if v != ""}
+    except csv.Error as err:
+        raise error(f"{path}:{reader.line_num}: not valid CSV ({err})") from None

@@ -13,7 +13,9 @@ so any registered modality works in tasks (see `TASKS`). Examples::
     t2i  : <|text_start|> prompt <|text_end|> <|gen_image|> <|image_start|> image ids <|image_end|>
 
 Label rule: labels equal the input IDs on the target block (its start marker, content and end marker) and
-are -100 (`IGNORE_INDEX`) everywhere else (condition block, gen marker, padding). Labels are aligned with
+are -100 (`IGNORE_INDEX`) everywhere else (condition block, gen marker, padding). A target prefix (an
+instruction before the response: ``<|text_start|> instruction response <|text_end|>``) sits inside the
+target block without labels, together with the block's start marker. Labels are aligned with
 `input_ids` as in Hugging Face causal LMs (the model shifts them).
 
 Content passed in may already be wrapped in its start/end markers (as `uti encode` writes image/audio
@@ -193,20 +195,29 @@ def _condition(space: SpaceLike, task: str, cond_mod: str | None, condition: Seq
 
 
 def build_sequence(space: SpaceLike, task: str, target: Seq[int], condition: Seq[int] | None = None,
-                   source: str = "") -> TokenSequence:
+                   source: str = "", target_prefix: Seq[int] = ()) -> TokenSequence:
     """Build one sequence of `task` from global IDs; labels cover the target block only (see module doc).
 
     target: the target modality's content IDs (caption text IDs for i2t/a2t/text, image IDs for t2i,
     audio IDs for t2a). condition: the conditioning content (image/audio IDs for i2t/a2t, prompt text IDs
     for t2i/t2a; none for text). source: where the data came from, named by packing errors.
+    target_prefix: content IDs of the target's modality that open the target block and carry no label
+    (an instruction the response follows); the model is trained on the response only.
     """
     cond_mod, target_mod = _task(task)
     head = _condition(space, task, cond_mod, condition)
     head.append(space.special_id(codec_class(target_mod).gen_marker()))
-    tail = _block(space, target_mod, target, "target")
+    prefix = [int(i) for i in target_prefix]
+    if prefix:
+        _check_content(space, target_mod, prefix, "target prefix")
+    tail = _block(space, target_mod, prefix + [int(i) for i in target], "target")
+    if prefix and len(tail) < len(prefix) + 3:
+        raise TokenRangeError("target is empty after its prefix; pass at least one target ID")
+    quiet = len(head) + (1 + len(prefix) if prefix else 0)  # the start marker is unlabelled too after a prefix
+    ids = head + tail
     return TokenSequence(
-        input_ids=tuple(head + tail),
-        labels=tuple([IGNORE_INDEX] * len(head) + tail),
+        input_ids=tuple(ids),
+        labels=tuple([IGNORE_INDEX] * quiet + ids[quiet:]),
         task=task,
         source=source,
     )

@@ -42,7 +42,8 @@ def _space(ref: str | None) -> TokenSpace | None:
 
 @main.command()
 @ROWS_OPTION
-@click.option("--prompt", default="", help="Text prompt (the condition for a non-text target).")
+@click.option("--prompt", default="", help="Text prompt: the condition for a non-text target; with --input and a text "
+              "target, the instruction that opens the answer (as a training record's \"instruction\").")
 @click.option("--input", "input_path", type=click.Path(exists=True, dir_okay=False),
               help="Condition on this file (caption it): an image, an audio file, or any file a codec of the space "
                    "reads; the space's tokenizer tells which by its suffix.")

@@ -34,7 +34,7 @@ from .load import load_image
 from .vision import VisionTower
 from .vq import Codebook, fit_codebook, health_report
 
-__all__ = ["FitResult", "fit_codebook_on_images", "image_features", "renderings"]
+__all__ = ["FitResult", "fit_codebook_on_images", "image_features", "renderings", "split_images"]
 
 
 @dataclass
@@ -94,6 +94,14 @@ def _relative_failure(failure: dict[str, str], images: str | Path) -> dict[str, 
     return {"path": rel, "reason": failure["reason"].replace(failure["path"], rel)}
 
 
+def split_images(paths: Sequence[str], held_out: float) -> tuple[list[str], list[str]]:
+    """(fit, held-out) of sorted `paths`: every round(1 / held_out)-th image from the first is held out
+    (none of a single image, none with held_out 0)."""
+    every = round(1 / held_out) if held_out > 0 else 0
+    held = [p for i, p in enumerate(paths) if every and i % every == 0 and len(paths) > 1]
+    return [p for p in paths if p not in held], held
+
+
 def fit_codebook_on_images(
     images: str | Path, tower: VisionTower, layout: Layout, size: int, out: str | Path, *, antialias: int = 1,
     held_out: float = 0.25, iters: int = 20, seed: int = 0, metric: str = "euclidean", progress: bool = True,
@@ -111,9 +119,7 @@ def fit_codebook_on_images(
         raise InputError(f"--held-out must be in [0, 1), got {held_out}")
     if rotations < 1:
         raise InputError(f"--rotations must be at least 1, got {rotations}")
-    every = round(1 / held_out) if held_out > 0 else 0
-    held = [p for i, p in enumerate(paths) if every and i % every == 0 and len(paths) > 1]
-    fit = [p for p in paths if p not in held]
+    fit, held = split_images(paths, held_out)
     per_image = -(-max_vectors // max(len(fit), 1))  # ceil: about max_vectors fit vectors in total
     fit_feats, failed = image_features(fit, tower, layout, antialias, progress, per_image, seed, rotations, mirror)
     held_feats, failed_held = image_features(held, tower, layout, antialias, progress, per_image, seed + 1,

@@ -153,7 +153,8 @@ def fit_codebook(
         m = max(size, init_budget // size)
         subset = x if len(x) <= m else x[torch.randperm(len(x), device=x.device)[:m]]  # (m, D)
         means, _ = kmeans(subset[None], size, num_iters=min(iters, 10), use_cosine_sim=metric == "cosine")
-    return refine_codebook(Codebook(means[0].contiguous(), metric), x, iters, restart_dead=restart_dead)
+    # the features, not x: refine_codebook normalises them itself, once, for cosine
+    return refine_codebook(Codebook(means[0].contiguous(), metric), features, iters, restart_dead=restart_dead)
 
 
 def refine_codebook(codebook: Codebook, features: torch.Tensor, iters: int, restart_dead: bool = True) -> Codebook:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from uti.errors import TokenRangeError
+from uti.errors import InputError, TokenRangeError
 from uti.hashing import hash_safetensors
 from uti.image.e2p import render_views
 from uti.image.vq import Codebook, CodebookError, fit_codebook, health_report, refine_codebook
@@ -148,7 +148,7 @@ def test_renderings_rotate_within_a_tile_step_and_mirror():
 
     pano = np.random.default_rng(0).integers(0, 256, (64, 128, 3), dtype=np.uint8)
     lay = Layout(tile_size=16)
-    views = renderings(pano, lay, rotations=4, mirror=True)
+    views = list(renderings(pano, lay, rotations=4, mirror=True))
     assert len(views) == 8 and all(v.shape == (lay.num_views, 16, 16, 3) for v in views)
     assert np.array_equal(views[0], render_views(pano, lay))
     # rotation k rolls the equirect by k/4 of the 45 degree tile step: 128 px / 8 tiles / 4 = 4 px
@@ -156,7 +156,9 @@ def test_renderings_rotate_within_a_tile_step_and_mirror():
     assert np.array_equal(views[4], render_views(np.ascontiguousarray(pano[:, ::-1]), lay))
     assert len({v.tobytes() for v in views}) == 8
     plain = np.random.default_rng(1).integers(0, 256, (40, 30, 3), dtype=np.uint8)
-    assert len(renderings(plain, lay, rotations=4, mirror=True)) == 2  # a photo is only mirrored
+    assert len(list(renderings(plain, lay, rotations=4, mirror=True))) == 2  # a photo is only mirrored
+    with pytest.raises(InputError, match="rotations"):
+        next(renderings(pano, lay, rotations=10**6))
 
 
 def test_shipped_tiny_codebook_is_healthy_on_held_out_views():

@@ -24,7 +24,7 @@ def codebook() -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output codebook.safetensors.")
 @click.option("--held-out", default=0.25, show_default=True, type=click.FloatRange(0, 1, max_open=True),
               help="Fraction of images kept out of the fit for the held-out health report.")
-@click.option("--rotations", default=1, show_default=True, type=click.IntRange(1),
+@click.option("--rotations", default=1, show_default=True, type=click.IntRange(1, 64),  # fit.MAX_ROTATIONS
               help="Training views: yaw rotations of each panorama, within one tile step (more views, new tiles).")
 @click.option("--mirror", is_flag=True, help="Training views: also the left-right mirror of each image.")
 @click.option("--iters", default=20, show_default=True, type=click.IntRange(1), help="k-means iterations.")

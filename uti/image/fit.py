@@ -16,7 +16,7 @@ get the same augmentation: more held-out vectors, so `utilisation` is not capped
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,9 @@ from .load import load_image
 from .vision import VisionTower
 from .vq import Codebook, fit_codebook, health_report
 
-__all__ = ["FitResult", "fit_codebook_on_images", "image_features", "renderings", "split_images"]
+__all__ = ["MAX_ROTATIONS", "FitResult", "fit_codebook_on_images", "image_features", "renderings", "split_images"]
+
+MAX_ROTATIONS = 64  # yaw rotations per panorama: beyond, a 1024-wide equirect's rolls are under 2 pixels apart
 
 
 @dataclass
@@ -62,9 +64,9 @@ def image_features(paths: Sequence[str | Path], tower: VisionTower, layout: Layo
         except InputError as err:
             failed.append({"path": str(path), "reason": str(err)})
             continue
-        views = renderings(img, layout, antialias, rotations, mirror)
-        keep = None if per_image is None else -(-per_image // len(views))  # ceil: per_image over all renderings
-        for v in views:
+        n = (rotations if is_panorama(*img.shape[:2]) else 1) * (2 if mirror else 1)  # renderings of this image
+        keep = None if per_image is None else -(-per_image // n)  # ceil: per_image over all renderings
+        for v in renderings(img, layout, antialias, rotations, mirror):
             f = tower.encode(v).reshape(-1, tower.hidden_size).cpu()  # (V * P, D)
             if keep is not None and len(f) > keep:
                 f = f[torch.randperm(len(f), generator=gen)[:keep]]
@@ -73,19 +75,24 @@ def image_features(paths: Sequence[str | Path], tower: VisionTower, layout: Layo
 
 
 def renderings(img: np.ndarray, layout: Layout, antialias: int = 1, rotations: int = 1, mirror: bool = False,
-               ) -> list[np.ndarray]:
-    """The view stacks (N, S, S, 3) uint8 of one (H, W, 3) image, one per rendering (module docstring):
-    a panorama's `rotations` yaw rotations (of the image, then of its mirror with `mirror`), or a plain image
-    (and its mirror)."""
-    if rotations < 1:
-        raise InputError(f"--rotations must be at least 1, got {rotations}")
-    images = (img, np.ascontiguousarray(img[:, ::-1])) if mirror else (img,)
+               ) -> Iterator[np.ndarray]:
+    """The view stacks (N, S, S, 3) uint8 of one (H, W, 3) image, one per rendering (module docstring), one at
+    a time: a panorama's `rotations` yaw rotations (of the image, then of its mirror with `mirror`), or a plain
+    image (and its mirror)."""
+    _check_rotations(rotations)
     h, w = img.shape[:2]
-    if not is_panorama(h, w):
-        return [render_plain(im, layout.tile_size)[None] for im in images]
     step = w / (rotations * len(layout.rows[0][1]))  # pixels per rotation: 1 / rotations of a tile's yaw step
-    return [render_views(np.roll(im, round(k * step), axis=1) if k else im, layout, antialias=antialias)
-            for im in images for k in range(rotations)]
+    for im in (img, np.ascontiguousarray(img[:, ::-1])) if mirror else (img,):
+        if not is_panorama(h, w):
+            yield render_plain(im, layout.tile_size)[None]
+            continue
+        for k in range(rotations):
+            yield render_views(np.roll(im, round(k * step), axis=1) if k else im, layout, antialias=antialias)
+
+
+def _check_rotations(rotations: int) -> None:
+    if isinstance(rotations, bool) or not isinstance(rotations, int) or not 1 <= rotations <= MAX_ROTATIONS:
+        raise InputError(f"--rotations must be an integer in [1, {MAX_ROTATIONS}], got {rotations!r}")
 
 
 def _relative_failure(failure: dict[str, str], images: str | Path) -> dict[str, str]:
@@ -117,8 +124,7 @@ def fit_codebook_on_images(
         raise InputError(f"{images}: no images ({', '.join(IMAGE_EXTENSIONS)}) found")
     if not 0.0 <= held_out < 1.0:
         raise InputError(f"--held-out must be in [0, 1), got {held_out}")
-    if rotations < 1:
-        raise InputError(f"--rotations must be at least 1, got {rotations}")
+    _check_rotations(rotations)
     fit, held = split_images(paths, held_out)
     per_image = -(-max_vectors // max(len(fit), 1))  # ceil: about max_vectors fit vectors in total
     fit_feats, failed = image_features(fit, tower, layout, antialias, progress, per_image, seed, rotations, mirror)

@@ -183,7 +183,8 @@ def _restart_dead(codebook: Codebook, x: torch.Tensor, codes: torch.Tensor) -> t
     dead = (torch.bincount(codes, minlength=codebook.size) == 0).nonzero()[:, 0]  # (N,)
     if not len(dead):
         return codebook, codes
-    err = torch.cat([(xb - codebook.embed[cb]).square().sum(-1) for xb, cb in zip(x.split(_CHUNK), codes.split(_CHUNK))])
+    err = torch.cat([(xb - codebook.embed[cb]).square().sum(-1)  # (M,) squared error, in blocks
+                     for xb, cb in zip(x.split(_CHUNK), codes.split(_CHUNK))])
     worst = err.sort(descending=True, stable=True).indices[: len(dead)]  # stable: ties by index, deterministic
     embed = codebook.embed.clone()
     embed[dead[: len(worst)]] = x[worst]

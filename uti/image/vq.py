@@ -23,7 +23,7 @@ from ..errors import InputError, TokenRangeError, UTIError
 from ..hashing import hash_tensors
 from ..io import atomic_save_safetensors
 
-__all__ = ["METRICS", "Codebook", "CodebookError", "fit_codebook", "health_report"]
+__all__ = ["METRICS", "Codebook", "CodebookError", "fit_codebook", "health_report", "refine_codebook"]
 
 METRICS = ("euclidean", "cosine")
 _CHUNK = 4096  # features per distance block: bounds memory at CHUNK x K floats
@@ -125,16 +125,16 @@ class Codebook:
 
 def fit_codebook(
     features: torch.Tensor, size: int, iters: int = 20, seed: int = 0, metric: str = "euclidean",
-    init_budget: int = 1 << 26,
+    init_budget: int = 1 << 26, restart_dead: bool = True,
 ) -> Codebook:
     """k-means over features (M, D) -> Codebook of `size` codes.
 
     Initialisation: vector-quantize-pytorch's `kmeans` (seeded random centres + Lloyd steps) on all
     features, or on a random subset when needed to keep its dense (subset x size) distance matrix within
-    `init_budget` floats (when all fit there is no subset and no extra RNG draw; the shipped tiny codebook
-    was fitted so). Refinement: `iters` Lloyd steps over all features, assigning in blocks with
-    `Codebook.quantize`, so memory stays O(block x size) for millions of vectors. Empty clusters keep
-    their centre; with `cosine` the features and centres are L2-normalised (spherical k-means).
+    `init_budget` floats (when all fit there is no subset and no extra RNG draw). Refinement:
+    `refine_codebook`, `iters` Lloyd steps over all features with dead-code restarts, assigning in blocks
+    with `Codebook.quantize`, so memory stays O(block x size) for millions of vectors. With `cosine` the
+    features and centres are L2-normalised (spherical k-means).
     """
     from vector_quantize_pytorch.vector_quantize_pytorch import kmeans
 
@@ -153,15 +153,47 @@ def fit_codebook(
         m = max(size, init_budget // size)
         subset = x if len(x) <= m else x[torch.randperm(len(x), device=x.device)[:m]]  # (m, D)
         means, _ = kmeans(subset[None], size, num_iters=min(iters, 10), use_cosine_sim=metric == "cosine")
-    codebook = Codebook(means[0].contiguous(), metric)
+    # the features, not x: refine_codebook normalises them itself, once, for cosine
+    return refine_codebook(Codebook(means[0].contiguous(), metric), features, iters, restart_dead=restart_dead)
+
+
+def refine_codebook(codebook: Codebook, features: torch.Tensor, iters: int, restart_dead: bool = True) -> Codebook:
+    """`iters` Lloyd steps of `codebook` over features (M, D): assign each to its nearest code, move each used
+    code to its members' mean.
+
+    Dead-code restarts (the idea of vector-quantize-pytorch's `expire_codes_`, made deterministic): before a
+    step's mean update, every code with no members is moved onto one of the worst-quantised features (largest
+    distance to its code), so it splits the worst-fitted region instead of staying where nothing is (plain
+    Lloyd keeps an empty code's centre forever: a duplicate initial centre or a far, small cluster that no
+    centre started in). Each step still ends with a mean update, so a converged result is a Lloyd fixed point.
+    """
+    x = features.float()
+    if codebook.metric == "cosine":
+        x = F.normalize(x, dim=-1)
     for _ in range(iters):
-        codebook = _lloyd_step(codebook, x)
+        codes = codebook.quantize(x)  # (M,)
+        if restart_dead:
+            codebook, codes = _restart_dead(codebook, x, codes)
+        codebook = _mean_step(codebook, x, codes)
     return codebook
 
 
-def _lloyd_step(codebook: Codebook, x: torch.Tensor) -> Codebook:
-    """One k-means step over x (M, D): assign to the nearest code, move each used code to its members' mean."""
-    codes = codebook.quantize(x)  # (M,)
+def _restart_dead(codebook: Codebook, x: torch.Tensor, codes: torch.Tensor) -> tuple[Codebook, torch.Tensor]:
+    """Move codes without members onto the worst-quantised of x (M, D); returns the codebook and new codes."""
+    dead = (torch.bincount(codes, minlength=codebook.size) == 0).nonzero()[:, 0]  # (N,)
+    if not len(dead):
+        return codebook, codes
+    err = torch.cat([(xb - codebook.embed[cb]).square().sum(-1)  # (M,) squared error, in blocks
+                     for xb, cb in zip(x.split(_CHUNK), codes.split(_CHUNK))])
+    worst = err.sort(descending=True, stable=True).indices[: len(dead)]  # stable: ties by index, deterministic
+    embed = codebook.embed.clone()
+    embed[dead[: len(worst)]] = x[worst]
+    codebook = Codebook(embed, codebook.metric)
+    return codebook, codebook.quantize(x)
+
+
+def _mean_step(codebook: Codebook, x: torch.Tensor, codes: torch.Tensor) -> Codebook:
+    """Move each code with members (codes (M,) of x (M, D)) to their mean; empty codes keep their centre."""
     sums = torch.zeros_like(codebook.embed).index_add_(0, codes, x)  # (K, D)
     counts = torch.bincount(codes, minlength=codebook.size).to(x.dtype)[:, None]  # (K, 1)
     means = torch.where(counts > 0, sums / counts.clamp(min=1), codebook.embed)
@@ -174,7 +206,10 @@ def health_report(codebook: Codebook, features: torch.Tensor) -> dict[str, Any]:
     """Usage statistics of `codebook` on features (M, D), e.g. held-out images.
 
     utilisation: fraction of codes used at least once; perplexity: exp(entropy) of the code histogram
-    (K when uniform, 1 when collapsed); dead_codes: codes never used; mse: mean squared quantisation error.
+    (K when uniform, 1 when collapsed); dead_codes: codes never used; mse: mean squared quantisation error;
+    uniform_utilisation: the utilisation a perfectly balanced codebook is expected to show on this many
+    vectors, 1 - (1 - 1/K)^M, the ceiling to read `utilisation` against (about 0.90 for 144 vectors and K=64:
+    a few held-out vectors per code leave codes unused by chance, not because they are dead).
     """
     codes = codebook.quantize(features)
     counts = torch.bincount(codes.reshape(-1).cpu(), minlength=codebook.size).double()
@@ -189,4 +224,5 @@ def health_report(codebook: Codebook, features: torch.Tensor) -> dict[str, Any]:
         "perplexity": float(math.exp(entropy)) if total else 0.0,
         "dead_codes": int((counts == 0).sum().item()),
         "mse": float(err) if total else 0.0,
+        "uniform_utilisation": float(1.0 - (1.0 - 1.0 / codebook.size) ** total),
     }

@@ -10,8 +10,9 @@ Each benchmark is its own subprocess printing JSON: `bench_encode.py --json` (ra
 `--panoramas` 2048 x 1024 panoramas, 9 views each) once per dtype, and `bench_rows.py --json --layers 0
 --methods ours,peft-tt` once per shape (random weights built on the device, float32, AdamW; each method in a
 fresh process, timings synchronised, peak memory from torch.cuda.max_memory_allocated). A benchmark that
-fails or passes its `--timeout` becomes a "failed" row; the others still run. Sized to take under 5 minutes
-on one H200 (most of it process start-up and model construction).
+fails or passes its `--timeout` becomes a "failed" row; the others still run, within `--budget` (290 s: the
+whole table takes under 5 minutes; what would start past it is skipped). Sized so that on one H200 all four
+fit (most of the time is process start-up and model construction).
 
 Ratios: for encode, bfloat16 panoramas/s over float32's; for rows, PEFT TrainableTokens' step time / peak
 extra memory / saved bytes over ours (above 1: ours is faster / smaller).
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -69,17 +71,24 @@ def parse_json(stdout: str) -> object:
 
 
 def run(argv: list[str], timeout: float) -> tuple[object | None, str]:
-    """(parsed JSON, "") or (None, one line saying why not)."""
+    """(parsed JSON, "") or (None, one line saying why not).
+
+    The benchmark runs in its own process group, killed whole on timeout: bench_rows' per-method workers
+    must not outlive it and hold the GPU while the next benchmark runs."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                            start_new_session=True)
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, cwd=REPO)
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         return None, f"timed out after {timeout:.0f} s"
     if proc.returncode != 0:
-        tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:] or ["(no stderr)"]
+        tail = [line for line in stderr.strip().splitlines() if line.strip()][-1:] or ["(no stderr)"]
         return None, f"exit {proc.returncode}: {tail[0][:160]}"
     try:
-        return parse_json(proc.stdout), ""
+        return parse_json(stdout), ""
     except ValueError as err:
         return None, str(err)
 
@@ -140,14 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--panoramas", type=int, default=32, help="SO400M-shaped encode: panoramas per dtype")
     ap.add_argument("--steps", type=int, default=5, help="rows: timed steps per method")
     ap.add_argument("--timeout", type=float, default=150.0, help="seconds per benchmark")
+    ap.add_argument("--budget", type=float, default=290.0, help="seconds for all; later benchmarks are skipped")
     ap.add_argument("--dry-run", action="store_true", help="print the commands and stop")
     ap.add_argument("--json", action="store_true", help="print the raw results as JSON after the table")
     args = ap.parse_args(argv)
     only = [b.strip() for b in args.only.split(",") if b.strip()]
     if not only or any(b not in BENCHES for b in only):
         ap.error(f"--only must name some of {', '.join(BENCHES)}, got {args.only!r}")
-    if args.panoramas < 1 or args.steps < 1 or args.timeout <= 0:
-        ap.error("--panoramas, --steps and --timeout must be positive")
+    if args.panoramas < 1 or args.steps < 1 or args.timeout <= 0 or args.budget <= 0:
+        ap.error("--panoramas, --steps, --timeout and --budget must be positive")
     cmds = {k: v for k, v in commands(args.device, args.tiny, args.panoramas, args.steps).items() if k in only}
     if args.dry_run:
         for name, argv_ in cmds.items():
@@ -167,8 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     errors: dict[str, str] = {}
     t0 = time.perf_counter()
     for name, argv_ in cmds.items():
+        left = args.budget - (time.perf_counter() - t0)
+        if left < 10:
+            errors[name] = f"skipped: the {args.budget:.0f} s budget is spent"
+            continue
         print(f"[{time.perf_counter() - t0:6.1f} s] {name} ...", file=sys.stderr, flush=True)
-        doc, err = run(argv_, args.timeout)
+        doc, err = run(argv_, min(args.timeout, left))
         if err:
             errors[name] = err
         else:

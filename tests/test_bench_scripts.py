@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,28 @@ def test_tiny_rows_pipeline_on_cpu() -> None:
     assert next(line for line in lines if line.startswith("rows tiny (2 layers, 16 tok) step s"))
     loss = next(line for line in lines if "max |loss PEFT TT - ours|" in line)
     assert float(loss.split()[-3]) < 1e-4  # PEFT TrainableTokens trains the same function as ours
+
+
+def test_a_timed_out_benchmark_is_killed_with_its_workers(tmp_path: Path) -> None:
+    """bench_rows runs each method in a worker process: a timeout must not leave one holding the device."""
+    pid_file, worker = tmp_path / "pid", tmp_path / "worker.py"
+    worker.write_text(f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n")
+    child = (f"import subprocess as s, sys; s.run([sys.executable, {str(worker)!r}], stdout=s.DEVNULL, "
+             "stderr=s.DEVNULL)")  # the worker does not hold the pipes: nothing but the kill ends it
+    doc, err = bench_table.run([sys.executable, "-c", child], timeout=3)
+    assert doc is None and err == "timed out after 3 s"
+    pid = int(pid_file.read_text())
+    stat = Path(f"/proc/{pid}/stat")
+    for _ in range(50):  # the orphan is reaped by init shortly after the kill
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] in "ZX":
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        pytest.fail("the worker outlived its timed-out benchmark")
+
+
+def test_benchmarks_past_the_budget_are_skipped(capsys: pytest.CaptureFixture) -> None:
+    assert bench_table.main(["--device", "cpu", "--tiny", "--budget", "5"]) == 1  # nothing starts with < 10 s left
+    out = capsys.readouterr().out
+    assert out.count("skipped: the 5 s budget") == 4 and "rows tiny" not in out

@@ -8,7 +8,7 @@
 # Without a CUDA GPU it prints one line saying so and exits 0 (skipped; never required in CI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-py="${PYTHON:-python}"
+py="${PYTHON:-$(command -v python || command -v python3 || echo python)}"
 if ! "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1; then
     echo "bench_gpu: skipped: no CUDA GPU visible to torch (torch.cuda.is_available() is False); run it on a GPU machine"
     exit 0

@@ -4,6 +4,7 @@ option checks of bench_rows, and bench_e2p at toy size. The GPU numbers themselv
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -163,3 +164,12 @@ def test_benchmarks_past_the_budget_are_skipped(capsys: pytest.CaptureFixture) -
     assert bench_table.main(["--device", "cpu", "--tiny", "--budget", "5"]) == 1  # nothing starts with < 10 s left
     out = capsys.readouterr().out
     assert out.count("skipped: the 5 s budget") == 4 and "rows tiny" not in out
+
+
+def test_parse_json_takes_the_document_after_notes() -> None:
+    doc = [{"config": "so400m", "panoramas_per_s": 3.0}]
+    text = "(tiny space unusable: no image section)\n" + json.dumps(doc, indent=2) + "\n"
+    assert bench_table.parse_json(text) == doc
+    assert bench_table.parse_json('note\n{"ours": {"step_s": 1}}') == {"ours": {"step_s": 1}}
+    with pytest.raises(ValueError, match="no JSON"):
+        bench_table.parse_json("error: nothing measured")

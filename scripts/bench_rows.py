@@ -9,8 +9,8 @@ Model: Qwen3 architecture with Qwen3-0.6B's width and vocabulary (hidden 1024, i
 full depth, 28). `--shape qwen3-4b` is Qwen3-4B's (hidden 2560, intermediate 9728, 32 heads, 8 KV heads,
 36 layers, same vocabulary, tied head); `--shape tiny` is a toy for tests (vocab 1024: give it `--new-rows`
 a multiple of 128, as 16,384 is, so that PEFT's resized embedding has no padding rows of its own and peft-tt's
-losses match ours). No weights are downloaded: the
-models are built from these configs, directly on `--device` (float32).
+losses match ours). No weights are downloaded: the models are built from these configs, directly on
+`--device` (float32).
 
 Methods, on the same seeded batches (half text IDs, half new IDs; labels = inputs), AdamW lr 1e-3, no weight
 decay, identical initial new rows (tokenlm's mean_noise init):
@@ -205,6 +205,8 @@ def worker(method: str, args) -> dict:
 
     torch.set_num_threads(args.threads) if args.threads else None
     cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(args.device)  # the memory statistics and synchronisation below are the current device's
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     space = build_space(args.new_rows, SHAPES[args.shape]["vocab_size"])
     loss_fn, model, save = prepare(method, args, space)
@@ -322,6 +324,7 @@ def main() -> None:
           f"tied; batch {args.batch} x {args.seq} tokens, {args.steps} timed steps, "
           f"{results['ours']['threads']} threads, {args.device}")
     print(table(results))
+
 
 if __name__ == "__main__":
     main()

@@ -289,6 +289,15 @@ def test_unpadded_maps_give_the_padded_bits(h: int, w: int, kwargs: dict, aa: in
     e2p._layout_maps.cache_clear()
 
 
+def test_strided_panoramas_render_like_contiguous_ones() -> None:
+    """Without the padded copy OpenCV reads the caller's array itself: flipped or sliced arrays must work too."""
+    rng = np.random.default_rng(3)
+    pano, rgba = rng.integers(0, 256, (64, 128, 3), dtype=np.uint8), rng.integers(0, 256, (64, 128, 4), dtype=np.uint8)
+    layout = Layout(tile_size=16)
+    for view in (pano[:, ::-1], pano[::-1], pano[:, :, ::-1], rgba[..., :3]):
+        assert np.array_equal(render_views(view, layout), render_views(np.ascontiguousarray(view), layout))
+
+
 def test_plain_images_and_bad_input() -> None:
     assert is_panorama(512, 1024) and is_panorama(1000, 2010) and not is_panorama(512, 900)
     img = np.zeros((60, 200, 3), np.uint8)

@@ -63,23 +63,25 @@ def _rows(step: float, peak: int, saved: int, losses: list[float], method: str) 
 
 
 def test_table_has_one_row_per_measure_with_ratios() -> None:
-    enc = lambda pps: [{"config": "tiny", "panoramas_per_s": 50.0, "views": 2, "tile": 64, "tower_ms": 1.0,
-                        "overhead_vs_tower": 3.0},
-                       {"config": "so400m", "panoramas_per_s": pps, "views": 9, "tile": 384, "tower_ms": 40.0,
-                        "overhead_vs_tower": 0.05}]
-    results = {"encode-fp32": enc(10.0), "encode-bf16": enc(25.0),
+    enc = lambda pps, ms: [{"config": "tiny", "panoramas_per_s": 50.0, "views": 2, "tile": 64, "tower_ms": 1.0,
+                            "overhead_vs_tower": 3.0},
+                           {"config": "so400m", "panoramas_per_s": pps, "views": 9, "tile": 384, "tower_ms": ms,
+                            "overhead_vs_tower": 0.05}]
+    results = {"encode-fp32": enc(10.0, 80.0), "encode-bf16": enc(25.0, 40.0),
                "rows-4b": {"ours": _rows(0.5, 4 << 20, 1 << 20, [7.0, 6.5], "ours"),
                            "peft-tt": _rows(0.75, 10 << 20, 2 << 20, [7.0, 6.5001], "peft-tt")}}
     out = bench_table.table(results, {"rows-0.6b": "timed out after 150 s"})
     lines = out.splitlines()
     bf16 = next(line for line in lines if "bfloat16" in line)
     assert "so400m (9 views of 384)" in bf16 and "25.00" in bf16 and bf16.endswith("2.50x")
+    towers = [line for line in lines if "tower ms per panorama" in line]
+    assert len(towers) == 2 and towers[0].endswith("-") and towers[1].endswith("2.00x")
     step = next(line for line in lines if line.startswith("rows qwen3-4b (36 layers, 2048 tok) step s"))
     assert step.endswith("1.50x")
     assert next(line for line in lines if "peak extra memory" in line).endswith("2.50x")
     assert next(line for line in lines if "saved MiB" in line).endswith("2.00x")
     assert "1.0e-04" in next(line for line in lines if "max |loss" in line)
-    assert "failed" in next(line for line in lines if line.startswith("rows 0.6b"))
+    assert "failed" in next(line for line in lines if line.startswith("rows-0.6b "))
 
 
 def test_bench_table_and_bench_rows_refuse_cuda_without_a_gpu(

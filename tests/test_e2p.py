@@ -258,6 +258,46 @@ def test_deterministic_and_cached(panos: dict[str, np.ndarray]) -> None:
     assert np.array_equal(first, render_views(pano, layout))  # rebuilt maps give the same pixels
 
 
+WRAP_CASES = [  # (h, w, layout kwargs, antialias, padded): seam tiles, odd widths, supersampling, pole rows
+    (128, 256, {}, 1, False),
+    (64, 129, {"tile_size": 24}, 1, False),
+    (128, 256, {"tile_size": 32, "fov": 120.0}, 2, False),
+    (128, 256, {"tile_size": 32, "pitches": (0.0, 50.0, -50.0)}, 1, False),  # near the poles, no sample past
+    (128, 256, {"tile_size": 33, "pitches": (0.0, 90.0)}, 1, True),  # the centre pixel looks at the pole
+    (64, 129, {"tile_size": 33, "pitches": (-90.0,)}, 2, True),
+    (1024, 2048, {"tile_size": 384}, 1, False),
+]
+
+
+@pytest.mark.parametrize("h,w,kwargs,aa,padded", WRAP_CASES)
+def test_unpadded_maps_give_the_padded_bits(h: int, w: int, kwargs: dict, aa: int, padded: bool) -> None:
+    """Tiles that miss the poles sample the panorama itself with the seam wrapped by OpenCV: same bits as the pad."""
+    pano = np.random.default_rng(h + w).integers(0, 256, (h, w, 3), dtype=np.uint8)  # noise: any slip shows
+    layout = Layout(global_view=False, **kwargs)
+    e2p._layout_maps.cache_clear()
+    maps = e2p._layout_maps(layout, h, w, aa)
+    col, row = cv2.convertMaps(maps.m1, maps.m2, cv2.CV_32FC1)
+    pad_col, pad_row = (col, row) if maps.padded else (col + 1, row + 1)
+    ref_maps = e2p.Maps(*cv2.convertMaps(pad_col, pad_row, cv2.CV_16SC2), True)  # the same samples, padded
+    n = layout.num_tiles * layout.tile_size
+    out, ref = (np.empty((n, layout.tile_size, 3), np.uint8) for _ in range(2))
+    e2p._remap_into(pano, maps, aa, out)
+    e2p._remap_into(pano, ref_maps, aa, ref)
+    assert np.array_equal(out, ref)
+    assert maps.padded == padded  # only samples past a pole need the padded copy
+    assert pad_col.min() < 1 and pad_col.max() > w  # the tiles do cross the seam
+    e2p._layout_maps.cache_clear()
+
+
+def test_strided_panoramas_render_like_contiguous_ones() -> None:
+    """Without the padded copy OpenCV reads the caller's array itself: flipped or sliced arrays must work too."""
+    rng = np.random.default_rng(3)
+    pano, rgba = rng.integers(0, 256, (64, 128, 3), dtype=np.uint8), rng.integers(0, 256, (64, 128, 4), dtype=np.uint8)
+    layout = Layout(tile_size=16)
+    for view in (pano[:, ::-1], pano[::-1], pano[:, :, ::-1], rgba[..., :3]):
+        assert np.array_equal(render_views(view, layout), render_views(np.ascontiguousarray(view), layout))
+
+
 def test_plain_images_and_bad_input() -> None:
     assert is_panorama(512, 1024) and is_panorama(1000, 2010) and not is_panorama(512, 900)
     img = np.zeros((60, 200, 3), np.uint8)

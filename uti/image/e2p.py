@@ -15,7 +15,9 @@ or wrapped vertically. OpenCV interpolates uint8 with weights quantised to 1/32 
 as `py360convert` does; with the same float32 map precision our "edges"-grid tiles come out bit-identical to
 `py360convert.e2p(..., mode="bilinear")` on the test panoramas (tests allow 1 level). The sampling maps of all
 tiles of a layout are built once per (layout, input size, antialias), stacked, and cached; a render is then one
-pad plus one remap.
+remap. The padded copy is made only when some sample reaches a pad row (a tile near a pole); otherwise the
+maps address the panorama itself and OpenCV wraps the seam (`BORDER_WRAP` reads the same columns as the pad,
+and the fixed-point maps are the same numbers less one pixel, so the output is the same bits).
 
 Antialiasing (`antialias=a > 1`): every tile pixel is sampled at a x a evenly spaced points of its footprint
 and the samples are averaged (box filter, OpenCV's exact integer-factor area resize). Samples are rounded to
@@ -48,6 +50,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -72,6 +75,16 @@ _AREA_MAX_PERIOD = 128  # longest period (input pixels, or outputs) the exact ar
 _AREA_CHUNK_ROWS = 128  # input rows per chunk of the exact area resize (about 1 MB of a 2048-wide panorama)
 _SCRATCH = threading.local()
 _WORKER: tuple[int, ThreadPoolExecutor] | None = None
+
+
+class Maps(NamedTuple):
+    """Sampling maps for `cv2.remap`: fixed-point (int16 pairs, uint16 fractions) or float32 (x, y) pixel
+    coordinates, into the padded panorama (`padded`, see `_pad`) or into the panorama itself with the seam
+    wrapped by OpenCV."""
+
+    m1: np.ndarray
+    m2: np.ndarray | None
+    padded: bool
 
 
 def is_panorama(h: int, w: int) -> bool:
@@ -215,19 +228,30 @@ def _padded_coords(lon: np.ndarray, lat: np.ndarray, h: int, w: int) -> tuple[np
     return col, row
 
 
-def _fixed_maps(col: np.ndarray, row: np.ndarray, w: int) -> tuple[np.ndarray, np.ndarray | None]:
-    """OpenCV fixed-point maps (what remap computes internally anyway; faster when reused), read-only."""
+def _fixed_maps(col: np.ndarray, row: np.ndarray, h: int, w: int) -> Maps:
+    """OpenCV fixed-point maps (what remap computes internally anyway; faster when reused), read-only.
+
+    `col`, `row` address the padded panorama. Where no sample's two rows reach a pad row, the maps are moved
+    to the unpadded panorama (integer parts minus one: the same fixed-point numbers, so the same weights) and
+    `Maps.padded` is False: the seam's wrap is then OpenCV's BORDER_WRAP, which reads exactly the columns the
+    pad would hold, and no padded copy of the panorama is made (usually: tiles that miss the poles)."""
     if w + 2 >= _INT16_COORD_LIMIT:
-        maps: tuple[np.ndarray, np.ndarray | None] = (np.ascontiguousarray(col), np.ascontiguousarray(row))
+        m1, m2, padded = np.ascontiguousarray(col), np.ascontiguousarray(row), True
     else:
-        maps = cv2.convertMaps(col, row, cv2.CV_16SC2)
-    for m in maps:
+        m1, m2 = cv2.convertMaps(col, row, cv2.CV_16SC2)  # (n, m, 2) int16 x, y; (n, m) uint16 1/32-pixel index
+        x, y = m1[..., 0], m1[..., 1]
+        # padded x in [0, w] reads columns x, x + 1 <= w + 1 (the pad columns are the wrap); rows y, y + 1
+        # must both be real rows 1..h of the padded image
+        padded = not (x.min() >= 0 and x.max() <= w and y.min() >= 1 and y.max() <= h - 1)
+        if not padded:
+            m1 = m1 - np.int16(1)
+    for m in (m1, m2):
         m.setflags(write=False)
-    return maps
+    return Maps(m1, m2, padded)
 
 
 @lru_cache(maxsize=8)  # 8 tiles of 384 at antialias 1 hold 7 MB of maps
-def _layout_maps(layout: Layout, h: int, w: int, antialias: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _layout_maps(layout: Layout, h: int, w: int, antialias: int) -> Maps:
     """Stacked sampling maps of all tiles of `layout`: (T * S * a, S * a) each, built once and cached."""
     cols, rows = [], []
     for view in layout.views():
@@ -236,16 +260,16 @@ def _layout_maps(layout: Layout, h: int, w: int, antialias: int) -> tuple[np.nda
             col, row = _padded_coords(lon, lat, h, w)
             cols.append(col)
             rows.append(row)
-    return _fixed_maps(np.concatenate(cols), np.concatenate(rows), w)
+    return _fixed_maps(np.concatenate(cols), np.concatenate(rows), h, w)
 
 
 @lru_cache(maxsize=64)
 def _view_maps(
     yaw: float, pitch: float, fov: float, size: int, grid: str, h: int, w: int, antialias: int
-) -> tuple[np.ndarray, np.ndarray | None]:
+) -> Maps:
     """Sampling maps (size * a, size * a) of one view, cached."""
     lon, lat = view_lonlat(yaw, pitch, fov, size, grid, antialias)
-    return _fixed_maps(*_padded_coords(lon, lat, h, w), w)
+    return _fixed_maps(*_padded_coords(lon, lat, h, w), h, w)
 
 
 # --- pixels ---------------------------------------------------------------------------------------------
@@ -267,16 +291,20 @@ def _pad(pano: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def _remap_into(pano: np.ndarray, maps: tuple[np.ndarray, np.ndarray | None], antialias: int, out: np.ndarray) -> None:
+def _remap_into(pano: np.ndarray, maps: Maps, antialias: int, out: np.ndarray) -> None:
     """Sample `pano` at `maps` into `out` (n, m, 3) uint8; with antialias a, box-average a x a samples per pixel."""
-    m1, m2 = maps
-    padded = _pad(pano, _scratch("pad", (pano.shape[0] + 2, pano.shape[1] + 2) + pano.shape[2:], pano.dtype))
+    m1, m2, padded = maps
+    if padded:
+        src = _pad(pano, _scratch("pad", (pano.shape[0] + 2, pano.shape[1] + 2) + pano.shape[2:], pano.dtype))
+        border = cv2.BORDER_REPLICATE
+    else:
+        src, border = pano, cv2.BORDER_WRAP
     if antialias == 1:
-        res = cv2.remap(padded, m1, m2, cv2.INTER_LINEAR, dst=out, borderMode=cv2.BORDER_REPLICATE)
+        res = cv2.remap(src, m1, m2, cv2.INTER_LINEAR, dst=out, borderMode=border)
         if res is not out:  # OpenCV writes into `out` when shapes match; keep it correct if it did not
             out[...] = res
         return
-    fine = cv2.remap(padded, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # (n*a, m*a, 3) uint8
+    fine = cv2.remap(src, m1, m2, cv2.INTER_LINEAR, borderMode=border)  # (n*a, m*a, 3) uint8
     n, m = out.shape[:2]
     out[...] = cv2.resize(fine, (m, n), interpolation=cv2.INTER_AREA)  # exact a x a box mean (integer factor)
 

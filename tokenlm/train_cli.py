@@ -57,6 +57,9 @@ _SIMPLE = ("stage", "space", "base", "steps", "batch_size", "grad_accum", "max_l
               help="Dtype to load the base model in (the new rows follow it). [default: float32]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where to train; auto takes the GPU when there is one. [default: auto]")
+@click.option("--fsdp", is_flag=True, default=None,
+              help="Shard the model with FSDP2 across the launched processes (torchrun); `accelerate launch "
+                   "--config_file scripts/accelerate/fsdp2.yaml` turns it on by itself.")
 @click.option("--resume", is_flag=True, default=None, help="Continue from the newest checkpoint under --out.")
 @click.option("--overwrite", is_flag=True, default=None,
               help="Replace the run already in --out (deletes only files a training run writes).")
@@ -73,7 +76,7 @@ def train_command(config_file: str | None, as_json: bool, **opts: Any) -> None:
     for key in ("data", "eval_data", "tasks"):
         if opts.get(key):
             cfg[key] = list(opts[key])
-    for key in _SIMPLE + ("out", "resume", "overwrite"):
+    for key in _SIMPLE + ("out", "resume", "overwrite", "fsdp"):
         if opts.get(key) is not None:
             cfg[key] = opts[key]
     if as_json and opts.get("progress") is None:

@@ -1,0 +1,142 @@
+"""FSDP2 (`fully_shard` through Accelerate) on 2 CPU processes (gloo) trains like one process and saves the same files.
+
+One `torchrun --nproc_per_node 2` launch runs this file as a script (`_fsdp_runs`): stages rows (with eval,
+clipping, step checkpoints and a stopped-then-resumed copy), lora and full, each with `fsdp=True`, batch 1
+per process and 2 accumulation steps. The test compares them with one process on the same global batch
+(batch 2, 2 accumulation steps) and re-saves each sharded checkpoint unsharded: the files must be the same
+bytes, so the gathered save is exactly the unsharded one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_fixtures import REPO, make_setup  # noqa: E402
+
+# stage runs: name -> TrainConfig overrides (the sharded and the one-process run share them)
+RUNS = {
+    "rows": dict(stage="rows", steps=4, eval_fraction=0.2, eval_every=2, max_grad_norm=0.5, save_every=2),
+    "lora": dict(stage="lora", steps=2),
+    "full": dict(stage="full", steps=2),
+}
+
+
+def _cfg(setup: dict, out: Path, processes: int, **kw):
+    from tokenlm.train import TrainConfig
+
+    base = dict(out=str(out), data=(setup["data"],), space=setup["space"], base=setup["base"], max_len=64,
+                tasks=("text", "i2t"), lr=1e-2, progress=False, device="cpu", grad_accum=2,
+                batch_size=2 // processes, fsdp=processes > 1)
+    return TrainConfig(**{**base, **kw})
+
+
+def _fsdp_runs(setup: dict, root: Path) -> None:
+    """Under torchrun: every stage run sharded, plus rows stopped at step 2 (`cut`) and resumed."""
+    from tokenlm.train import train
+
+    for name, kw in RUNS.items():
+        train(_cfg(setup, root / name, 2, **kw))
+    train(_cfg(setup, root / "cut", 2, **RUNS["rows"], stop_at=2))
+    train(_cfg(setup, root / "cut", 2, **RUNS["rows"], resume=True))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> tuple[dict, Path, Path]:
+    """(setup, sharded runs' root, one-process runs' root); the launch runs while the references train here."""
+    from tokenlm.train import train
+
+    tmp = tmp_path_factory.mktemp("fsdp")
+    setup = make_setup(tmp / "setup")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__,
+           json.dumps(setup), str(tmp / "fsdp")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            start_new_session=True)
+    try:
+        for name, kw in RUNS.items():
+            train(_cfg(setup, tmp / "one" / name, 1, **kw))
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:  # never leave the launcher and its workers behind (they share its session)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, err[-4000:]
+    return setup, tmp / "fsdp", tmp / "one"
+
+
+def _result(out: Path) -> dict:
+    return json.loads((out / "train_result.json").read_text())
+
+
+def _tensors(out: Path) -> dict[str, torch.Tensor]:
+    from tokenlm.checkpoint import rows_file
+
+    return load_file(str(rows_file(out)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(RUNS))
+def test_two_sharded_processes_train_like_one(runs, name) -> None:
+    """Same losses, evals and trained tensors (rows, LoRA adapters, every weight) as one process."""
+    _, fsdp, one = runs
+    a, b = _result(fsdp / name), _result(one / name)
+    assert a["processes"] == 2 and b["processes"] == 1
+    torch.testing.assert_close(torch.tensor(a["losses"]), torch.tensor(b["losses"]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(a["eval_losses"]), torch.tensor(b["eval_losses"]), rtol=1e-5, atol=1e-6)
+    assert a["trainable_params"] == b["trainable_params"]
+    ta, tb = _tensors(fsdp / name), _tensors(one / name)
+    assert ta.keys() == tb.keys()
+    if name == "lora":
+        assert any("lora_B" in k for k in ta) and any(not torch.equal(t, torch.zeros_like(t))
+                                                    for k, t in ta.items() if "lora_B" in k)  # adapters moved
+    for k in ta:
+        torch.testing.assert_close(ta[k], tb[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(RUNS))
+def test_sharded_checkpoint_is_byte_identical_to_an_unsharded_save(runs, name, tmp_path) -> None:
+    """Load the sharded run's checkpoint into one unsharded model and save it again: the same files, byte for byte
+    (tensor names, shapes, values, base fingerprint, trained names, manifest)."""
+    from tokenlm.checkpoint import load_rows, save_rows
+    from tokenlm.model import load_base
+    from uti.space import TokenSpace
+
+    setup, fsdp, _ = runs
+    src = fsdp / name
+    again = src.parent / f"{name}-resaved"  # same depth: the relative base and space references agree
+    model = load_rows(load_base(setup["base"]), src)
+    save_rows(model, again, TokenSpace.load(setup["space"]), base_model=setup["base"])
+    files = sorted(p.name for p in again.iterdir())
+    assert files == sorted(p.name for p in src.iterdir() if p.name in files)
+    for f in files:
+        assert (again / f).read_bytes() == (src / f).read_bytes(), f
+
+
+@pytest.mark.slow
+def test_sharded_resume_reproduces_the_uninterrupted_sharded_run(runs) -> None:
+    """Stopped at step 2 and resumed under FSDP2 (optimizer state gathered to the step checkpoint, re-sharded on
+    resume): the same losses, evals and rows as the uninterrupted sharded run, exactly."""
+    _, fsdp, _ = runs
+    full, cut = _result(fsdp / "rows"), _result(fsdp / "cut")
+    assert cut["resumed_from"] == 2
+    assert cut["losses"] == full["losses"] and cut["evals"] == full["evals"]
+    assert torch.equal(_tensors(fsdp / "cut")["embed_rows"], _tensors(fsdp / "rows")["embed_rows"])
+    state = load_file(str(fsdp / "cut" / "checkpoints" / "step-000002" / "train_state.safetensors"))
+    rows = _tensors(fsdp / "rows")["embed_rows"]
+    assert state["optimizer.state.0.exp_avg"].shape == rows.shape  # the full state, not one process's shard
+
+
+if __name__ == "__main__":  # the torchrun workers of the `runs` fixture
+    torch.set_num_threads(1)
+    _fsdp_runs(json.loads(sys.argv[1]), Path(sys.argv[2]))

@@ -137,6 +137,7 @@ class TrainResult:
     evals: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     final_dir: Path | None = None  # the trainable state the call ended with: `out`, or the last step folder (stop_at)
     processes: int = 1
+    parallel: str = "none"  # how the processes shared the model: none (one process) | ddp | fsdp2
     seconds: float = 0.0
     resumed_from: int | None = None
     step_time_s: float = 0.0  # median seconds per optimizer step of this call
@@ -159,8 +160,8 @@ class TrainResult:
                 "eval_losses": [list(e) for e in self.eval_losses], "evals": [list(e) for e in self.evals],
                 "final_loss": self.losses[-1] if self.losses else None,
                 "final_eval_loss": self.eval_losses[-1][1] if self.evals else None, "final_dir": str(self.final_dir),
-                "processes": self.processes, "seconds": round(self.seconds, 3), "resumed_from": self.resumed_from,
-                "step_time_s": self.step_time_s, "peak_memory_bytes": self.peak_memory_bytes,
+                "processes": self.processes, "parallel": self.parallel, "seconds": round(self.seconds, 3),
+                "resumed_from": self.resumed_from, "step_time_s": self.step_time_s, "peak_memory_bytes": self.peak_memory_bytes,
                 "trainable_params": self.trainable_params, **self.info}
 
 
@@ -395,6 +396,11 @@ def _is_fsdp2(acc: Any) -> bool:
     return bool(getattr(acc, "is_fsdp2", False))
 
 
+def _parallel(acc: Any) -> str:
+    """none | ddp | fsdp2, for the result."""
+    return "fsdp2" if _is_fsdp2(acc) else "ddp" if acc.num_processes > 1 else "none"
+
+
 def _shard_state(params: list, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Train-state tensors with each full optimizer tensor of an FSDP2 parameter cut to this process's shard
     (`distribute_tensor` with the parameter's mesh and placements, sliced locally: every process read the file)."""
@@ -415,13 +421,18 @@ def _full_parameters(model: Any, acc: Any):
     on every process), so the task's save writes what an unsharded run writes; the shards are put back after.
 
     Fresh tensors rather than FSDP's own unsharded buffers (`FSDPModule.unshard`): a save that exports a buffer to
-    numpy (hashing, safetensors) pins its storage, and FSDP could not free it again.
+    numpy (hashing, safetensors) pins its storage, and FSDP could not free it again. For the same reason every
+    unit is resharded first (the root stays unsharded after a forward without backward, e.g. an eval).
     """
     if not _is_fsdp2(acc):
         yield
         return
+    from torch.distributed.fsdp import FSDPModule
     from torch.distributed.tensor import DTensor
 
+    for unit in model.modules():
+        if isinstance(unit, FSDPModule):
+            unit.reshard()
     slots = [(m, name, p) for m in model.modules() for name, p in m._parameters.items() if isinstance(p, DTensor)]
     full: dict[int, torch.nn.Parameter] = {}
     for _, _, p in slots:  # the same order on every process; a shared (tied) parameter is gathered once
@@ -510,7 +521,7 @@ def train_loop(task: Task, cfg: LoopConfig, accelerator: Any = None) -> TrainRes
         last = run.evals[-1][1] if run.evals and run.evals[-1][0] == cfg.steps else {}
         _checkpoint(task, run, acc, cfg, cfg.steps, final, last)
     result = TrainResult(out=str(cfg.out), steps=cfg.end_step, losses=run.losses, evals=run.evals, final_dir=final,
-                         processes=acc.num_processes, seconds=time.perf_counter() - t0,
+                         processes=acc.num_processes, parallel=_parallel(acc), seconds=time.perf_counter() - t0,
                          resumed_from=run.start if run.resumed else None,
                          step_time_s=statistics.median(times) if times else 0.0,
                          peak_memory_bytes=peak_memory_bytes(acc.device),

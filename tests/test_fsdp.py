@@ -79,11 +79,15 @@ def runs(tmp_path_factory) -> tuple[dict, Path, Path]:
     try:
         for name, kw in RUNS.items():
             train(_cfg(setup, tmp / "one" / name, 1, **kw))
-        _, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=240)
     finally:
-        if proc.poll() is None:  # never leave the launcher and its workers behind (they share its session)
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+        if proc.poll() is None:  # never leave the launcher and its workers behind
+            proc.terminate()  # torchrun passes it on to its workers, which run in sessions of their own
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
     assert proc.returncode == 0, err[-4000:]
     return setup, tmp / "fsdp", tmp / "one"
 

@@ -417,8 +417,9 @@ def _shard_state(params: list, tensors: dict[str, torch.Tensor]) -> dict[str, to
 
 @contextlib.contextmanager
 def _full_parameters(model: Any, acc: Any):
-    """Under FSDP2, inside this the model's parameters are full plain tensors (`DTensor.full_tensor`, a collective
-    on every process), so the task's save writes what an unsharded run writes; the shards are put back after.
+    """Under FSDP2, inside this the main process's model holds full plain parameters (`DTensor.full_tensor`, a
+    collective on every process, one parameter at a time, kept on the CPU), so the task's save writes what an
+    unsharded run writes; the shards are put back after. The other processes keep their shards.
 
     Fresh tensors rather than FSDP's own unsharded buffers (`FSDPModule.unshard`): a save that exports a buffer to
     numpy (hashing, safetensors) pins its storage, and FSDP could not free it again. For the same reason every
@@ -434,16 +435,21 @@ def _full_parameters(model: Any, acc: Any):
         if isinstance(unit, FSDPModule):
             unit.reshard()
     slots = [(m, name, p) for m in model.modules() for name, p in m._parameters.items() if isinstance(p, DTensor)]
-    full: dict[int, torch.nn.Parameter] = {}
-    for _, _, p in slots:  # the same order on every process; a shared (tied) parameter is gathered once
-        if id(p) not in full:
-            full[id(p)] = torch.nn.Parameter(p.full_tensor(), requires_grad=p.requires_grad)
+    full: dict[int, torch.nn.Parameter | None] = {}
+    with torch.no_grad():
+        for _, _, p in slots:  # the same order on every process; a shared (tied) parameter is gathered once
+            if id(p) not in full:
+                t = p.full_tensor()
+                full[id(p)] = torch.nn.Parameter(t.cpu(), requires_grad=p.requires_grad) if acc.is_main_process \
+                    else None
+                del t
+    swapped = [(m, name, p) for m, name, p in slots if full[id(p)] is not None]
     try:
-        for m, name, p in slots:
+        for m, name, p in swapped:
             m._parameters[name] = full[id(p)]
         yield
     finally:
-        for m, name, p in slots:
+        for m, name, p in swapped:
             m._parameters[name] = p
 
 
@@ -459,7 +465,7 @@ class _FullOptimizer:
 
 def _full_optimizer(optimizer: Any, acc: Any) -> Any:
     """The optimizer to save: under FSDP2 every process gathers each state tensor (`DTensor.full_tensor`, a
-    collective), the main process keeps them."""
+    collective), the main process keeps them on the CPU."""
     if not _is_fsdp2(acc):
         return optimizer
     from torch.distributed.tensor import DTensor
@@ -467,7 +473,7 @@ def _full_optimizer(optimizer: Any, acc: Any) -> Any:
     sd = getattr(optimizer, "optimizer", optimizer).state_dict()
     state: dict[int, dict[str, Any]] = {}
     for pid, st in sd["state"].items():
-        full = {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in st.items()}
+        full = {k: v.full_tensor().cpu() if isinstance(v, DTensor) else v for k, v in st.items()}
         if acc.is_main_process:
             state[pid] = full
     return _FullOptimizer({"state": state, "param_groups": sd["param_groups"]})

@@ -190,10 +190,24 @@ def test_fsdp_option_reaches_the_loop(tmp_path, monkeypatch) -> None:
 
     train_mod = importlib.import_module("tokenlm.train")  # the module (the package exports the function by this name)
     seen = []
-    monkeypatch.setattr(train_mod, "train", lambda cfg: seen.append(cfg) or train_mod.TrainResult(str(tmp_path), 0, [0.0]))
+    monkeypatch.setattr(train_mod, "train",
+                        lambda cfg: seen.append(cfg) or train_mod.TrainResult(str(tmp_path), 0, [0.0]))
     res = CliRunner().invoke(main, ["train", "--data", "d.jsonl", "--out", str(tmp_path), "--fsdp", "--json"])
     assert res.exit_code == 0, res.output
     assert seen[0].fsdp is True and train_mod.loop_config(seen[0]).fsdp is True
+
+
+@pytest.mark.slow
+def test_mixed_precision_under_fsdp2_is_one_line() -> None:
+    """Accelerate would upcast the trained rows to float32 under FSDP2 mixed precision: refused up front (in a
+    fresh process, since Accelerate's state is one per process)."""
+    code = ("from tokenlm.train import TrainError\nfrom tokenlm.trainer import make_accelerator\n"
+            "try:\n    make_accelerator('cpu', TrainError, fsdp=True)\nexcept TrainError as e:\n    print('refused:', e)")
+    env = {**os.environ, "ACCELERATE_MIXED_PRECISION": "bf16", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("refused: FSDP2 with mixed_precision 'bf16' is not supported")
+    assert len(proc.stdout.strip().splitlines()) == 1
 
 
 if __name__ == "__main__":  # the torchrun workers of the `runs` fixture

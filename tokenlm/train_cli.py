@@ -3,6 +3,7 @@
     tokenlm train --stage rows --space tiny --data captions.jsonl --data shards/ --out runs/rows
     accelerate launch --num_processes 2 --cpu -m tokenlm.train_cli --config cfg.yaml --out runs/ddp
     torchrun --nproc_per_node 2 -m tokenlm.train_cli --data d.jsonl --out runs/ddp
+    accelerate launch --config_file scripts/accelerate/fsdp2.yaml -m tokenlm train --data d.jsonl --out runs/fsdp
 
 Options given on the command line override the `--config` file (YAML or JSON with TrainConfig keys).
 """

@@ -26,9 +26,9 @@ the same for every track:
 * Resume: the newest complete step folder; other facts (data, seed, global batch, steps, the task's own) are
   refused with one line showing both; optimizer, RNG and loss history are restored, so the resumed run
   reproduces the uninterrupted one exactly.
-* FSDP2 checkpoints: every process gathers the full parameters (`FSDPModule.unshard`) and the full optimizer
-  state (`DTensor.full_tensor`), the main process writes them: the very files an unsharded run writes for the
-  same weights. A resume re-shards the optimizer state (`distribute_tensor`) after `fully_shard`.
+* FSDP2 checkpoints: the processes gather the full parameters and optimizer state (`DTensor.full_tensor`, one
+  tensor at a time, kept on the main process's CPU), the main process writes them: the files an unsharded run
+  writes for the same weights. A resume re-shards the optimizer state (`distribute_tensor`) after `fully_shard`.
 * A non-empty `out` needs `resume` or `overwrite` (which deletes only what a run writes); leftovers of killed
   runs are cleaned at start. Progress bar (tqdm) on the main process, on a TTY or when asked.
 """
@@ -161,8 +161,8 @@ class TrainResult:
                 "final_loss": self.losses[-1] if self.losses else None,
                 "final_eval_loss": self.eval_losses[-1][1] if self.evals else None, "final_dir": str(self.final_dir),
                 "processes": self.processes, "parallel": self.parallel, "seconds": round(self.seconds, 3),
-                "resumed_from": self.resumed_from, "step_time_s": self.step_time_s, "peak_memory_bytes": self.peak_memory_bytes,
-                "trainable_params": self.trainable_params, **self.info}
+                "resumed_from": self.resumed_from, "step_time_s": self.step_time_s,
+                "peak_memory_bytes": self.peak_memory_bytes, "trainable_params": self.trainable_params, **self.info}
 
 
 # schedule and data order ------------------------------------------------------------------------
@@ -260,6 +260,9 @@ def make_accelerator(device: str = "auto", error: type[UTIError] = UTIError, fsd
         # mirrors the type into PartialState's shared state, whence each later AcceleratorState() copies it).
         acc.state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
         acc.state.fsdp_plugin = plugin
+    if plugin is not None and acc.mixed_precision != "no":  # Accelerate would upcast the trained rows to float32
+        raise error(f"FSDP2 with mixed_precision {acc.mixed_precision!r} is not supported: the rows would be saved "
+                    "in another dtype than the model's; set mixed_precision: 'no' and load the model in --dtype")
     return acc
 
 
@@ -297,7 +300,7 @@ def _step(task: Task, model: Any, optimizer: Any, acc: Any, micro: list[list[int
     for m, idx in enumerate(micro):
         with contextlib.nullcontext() if m == len(micro) - 1 else acc.no_sync(model):
             total, count = task.loss(model, task.batch(idx), acc.device)
-            acc.backward(total * acc.num_processes)  # DDP averages over processes: undo it, then divide by tokens
+            acc.backward(total * acc.num_processes)  # DDP/FSDP2 average over processes: undo it, divide by tokens
         local += torch.stack([total.detach().double(), torch.as_tensor(count, dtype=torch.float64, device=acc.device)])
     total, tokens = acc.reduce(local, "sum").tolist()
     if tokens == 0:
@@ -473,9 +476,9 @@ def _full_optimizer(optimizer: Any, acc: Any) -> Any:
     sd = getattr(optimizer, "optimizer", optimizer).state_dict()
     state: dict[int, dict[str, Any]] = {}
     for pid, st in sd["state"].items():
-        full = {k: v.full_tensor().cpu() if isinstance(v, DTensor) else v for k, v in st.items()}
+        full = {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in st.items()}
         if acc.is_main_process:
-            state[pid] = full
+            state[pid] = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in full.items()}
     return _FullOptimizer({"state": state, "param_groups": sd["param_groups"]})
 
 

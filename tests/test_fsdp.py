@@ -3,7 +3,7 @@
 One `torchrun --nproc_per_node 2` launch, with the environment `accelerate launch --config_file
 scripts/accelerate/fsdp2.yaml` sets (Accelerate's own launcher code reads the file), runs this file as a script
 (`_fsdp_runs`): stages rows (with eval, clipping, step checkpoints and a stopped-then-resumed copy), lora and
-full, batch 1 per process and 2 accumulation steps. The test compares them with one process on the same global
+full on a tied base, rows on an untied one, batch 1 per process and 2 accumulation steps. The test compares them with one process on the same global
 batch (batch 2, 2 accumulation steps) and re-saves each sharded checkpoint unsharded: the same files.
 """
 
@@ -32,12 +32,14 @@ RUNS = {
     "rows": dict(stage="rows", steps=4, eval_fraction=0.2, eval_every=2, max_grad_norm=0.5, save_every=2),
     "lora": dict(stage="lora", steps=2),
     "full": dict(stage="full", steps=2),
+    "untied": dict(stage="rows", steps=2, tied=False),  # the head's own new rows beside its frozen base weight
 }
 
 
-def _cfg(setup: dict, out: Path, processes: int, **kw):
+def _cfg(setups: dict, out: Path, processes: int, tied: bool = True, **kw):
     from tokenlm.train import TrainConfig
 
+    setup = setups["tied" if tied else "untied"]
     base = dict(out=str(out), data=(setup["data"],), space=setup["space"], base=setup["base"], max_len=64,
                 tasks=("text", "i2t"), lr=1e-2, progress=False, device="cpu", grad_accum=2,
                 batch_size=2 // processes)
@@ -54,31 +56,31 @@ def _launch_env(config: Path) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith(("FSDP_", "ACCELERATE_USE_FSDP"))}
 
 
-def _fsdp_runs(setup: dict, root: Path) -> None:
+def _fsdp_runs(setups: dict, root: Path) -> None:
     """Under torchrun: every stage run sharded, plus rows stopped at step 2 (`cut`) and resumed."""
     from tokenlm.train import train
 
     for name, kw in RUNS.items():
-        train(_cfg(setup, root / name, 2, **kw))
-    train(_cfg(setup, root / "cut", 2, **RUNS["rows"], stop_at=2))
-    train(_cfg(setup, root / "cut", 2, **RUNS["rows"], resume=True))
+        train(_cfg(setups, root / name, 2, **kw))
+    train(_cfg(setups, root / "cut", 2, **RUNS["rows"], stop_at=2))
+    train(_cfg(setups, root / "cut", 2, **RUNS["rows"], resume=True))
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> tuple[dict, Path, Path]:
-    """(setup, sharded runs' root, one-process runs' root); the launch runs while the references train here."""
+    """(setups, sharded runs' root, one-process runs' root); the launch runs while the references train here."""
     from tokenlm.train import train
 
     tmp = tmp_path_factory.mktemp("fsdp")
-    setup = make_setup(tmp / "setup")
+    setups = {"tied": make_setup(tmp / "tied"), "untied": make_setup(tmp / "untied", tied=False)}
     env = {**os.environ, **_launch_env(CONFIG), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__,
-           json.dumps(setup), str(tmp / "fsdp")]
+           json.dumps(setups), str(tmp / "fsdp")]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
                             start_new_session=True)
     try:
         for name, kw in RUNS.items():
-            train(_cfg(setup, tmp / "one" / name, 1, **kw))
+            train(_cfg(setups, tmp / "one" / name, 1, **kw))
         _, err = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:  # never leave the launcher and its workers behind
@@ -89,7 +91,7 @@ def runs(tmp_path_factory) -> tuple[dict, Path, Path]:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.communicate()
     assert proc.returncode == 0, err[-4000:]
-    return setup, tmp / "fsdp", tmp / "one"
+    return setups, tmp / "fsdp", tmp / "one"
 
 
 def _result(out: Path) -> dict:
@@ -117,6 +119,8 @@ def test_two_sharded_processes_train_like_one(runs, name) -> None:
     if name == "lora":
         assert any("lora_B" in k for k in ta) and any(not torch.equal(t, torch.zeros_like(t))
                                                     for k, t in ta.items() if "lora_B" in k)  # adapters moved
+    if name == "untied":
+        assert set(ta) == {"embed_rows", "head_rows"}
     for k in ta:  # DDP on the same split deviates as much (2.8e-6 rows, 6.4e-6 full): float sums in other orders
         torch.testing.assert_close(ta[k], tb[k], rtol=1e-5, atol=1e-5, msg=k)
 
@@ -130,7 +134,8 @@ def test_sharded_checkpoint_is_byte_identical_to_an_unsharded_save(runs, name, t
     from tokenlm.model import load_base
     from uti.space import TokenSpace
 
-    setup, fsdp, _ = runs
+    setups, fsdp, _ = runs
+    setup = setups["tied" if RUNS[name].get("tied", True) else "untied"]
     src = fsdp / name
     again = src.parent / f"{name}-resaved"  # same depth: the relative base and space references agree
     model = load_rows(load_base(setup["base"]), src)

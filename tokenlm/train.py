@@ -7,8 +7,10 @@ normalisation, step checkpoints under `out/checkpoints/step-NNNNNN/`, exact resu
 (`tokenlm.checkpoint.save_rows`); the final one goes to `out/` itself, the folder `tokenlm generate --rows`
 takes. A resume also refuses another stage, task set, packing length, token space or data.
 
-FSDP: the model is prepared by Accelerate, so an FSDP `accelerate launch` config wraps it; the optimizer
-state written then is each rank's shard view and resume is supported for DDP/single process only.
+FSDP2 (`fsdp: true` / `--fsdp`, or `accelerate launch --config_file scripts/accelerate/fsdp2.yaml`): Accelerate
+shards each decoder layer and the root (embedding and head with their frozen base rows and trainable new rows,
+LoRA adapters beside frozen projections) with `fully_shard`; checkpoints and resume are the loop's, the files
+those of an unsharded run.
 """
 
 from __future__ import annotations
@@ -64,12 +66,15 @@ class TokenLMTask:
     def build(self, resume_from: Path | None) -> torch.nn.Module:
         """Grown LM with the stage applied (fresh) or the checkpoint's rows patched back (resume), loss-wrapped."""
         from .checkpoint import load_rows
-        from .model import ChunkedLossLM, apply_stage
+        from .model import ChunkedLossLM, _unwrap, apply_stage
 
         model = self.make_model()
         model = apply_stage(model, self.stage) if resume_from is None else load_rows(model, resume_from, self.space)
         model.train()
-        return ChunkedLossLM(model, chunk_tokens=self.chunk_tokens)
+        wrapper = ChunkedLossLM(model, chunk_tokens=self.chunk_tokens)
+        # FSDP2's transformer-based wrap reads the prepared module's `_no_split_modules`: the decoder layers
+        wrapper._no_split_modules = list(getattr(_unwrap(model), "_no_split_modules", None) or [])
+        return wrapper
 
     def batch(self, indices: list[int]) -> dict[str, torch.Tensor]:
         return collate([self.rows[i] for i in indices])
@@ -131,7 +136,7 @@ def loop_config(cfg: TrainConfig) -> LoopConfig:
                       weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, eval_every=cfg.eval_every,
                       save_every=cfg.save_every, keep_last=cfg.keep_last, seed=cfg.seed, stop_at=cfg.stop_at,
                       resume=cfg.resume, overwrite=cfg.overwrite, progress=cfg.progress, device=cfg.device,
-                      desc=f"train {cfg.stage}")
+                      fsdp=cfg.fsdp, desc=f"train {cfg.stage}")
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -139,7 +144,7 @@ def train(config: TrainConfig) -> TrainResult:
     from .model import grow_model, load_base
     from .trainer import make_accelerator
 
-    acc = make_accelerator(config.device, TrainError)  # before the data: `--device cuda` fails fast
+    acc = make_accelerator(config.device, TrainError, config.fsdp)  # before the data: `--device cuda` fails fast
     space = TokenSpace.load(config.space)
     train_rows, eval_rows = _load_data(config, space)
     base = _base_ref(config, space)

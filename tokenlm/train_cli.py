@@ -3,6 +3,7 @@
     tokenlm train --stage rows --space tiny --data captions.jsonl --data shards/ --out runs/rows
     accelerate launch --num_processes 2 --cpu -m tokenlm.train_cli --config cfg.yaml --out runs/ddp
     torchrun --nproc_per_node 2 -m tokenlm.train_cli --data d.jsonl --out runs/ddp
+    accelerate launch --config_file scripts/accelerate/fsdp2.yaml -m tokenlm train --data d.jsonl --out runs/fsdp
 
 Options given on the command line override the `--config` file (YAML or JSON with TrainConfig keys).
 """
@@ -57,6 +58,9 @@ _SIMPLE = ("stage", "space", "base", "steps", "batch_size", "grad_accum", "max_l
               help="Dtype to load the base model in (the new rows follow it). [default: float32]")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where to train; auto takes the GPU when there is one. [default: auto]")
+@click.option("--fsdp", is_flag=True, default=None,
+              help="Shard the model with FSDP2 across the launched processes (torchrun); `accelerate launch "
+                   "--config_file scripts/accelerate/fsdp2.yaml` turns it on by itself.")
 @click.option("--resume", is_flag=True, default=None, help="Continue from the newest checkpoint under --out.")
 @click.option("--overwrite", is_flag=True, default=None,
               help="Replace the run already in --out (deletes only files a training run writes).")
@@ -73,7 +77,7 @@ def train_command(config_file: str | None, as_json: bool, **opts: Any) -> None:
     for key in ("data", "eval_data", "tasks"):
         if opts.get(key):
             cfg[key] = list(opts[key])
-    for key in _SIMPLE + ("out", "resume", "overwrite"):
+    for key in _SIMPLE + ("out", "resume", "overwrite", "fsdp"):
         if opts.get(key) is not None:
             cfg[key] = opts[key]
     if as_json and opts.get("progress") is None:

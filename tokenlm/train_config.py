@@ -32,6 +32,7 @@ class TrainConfig:
     init: str = "mean_noise"  # new-row initialisation (tokenlm.model.INITS)
     dtype: str = "float32"  # dtype the base model is loaded in (the rows follow it)
     device: str = "auto"  # auto | cpu | cuda (auto: the GPU when there is one)
+    fsdp: bool = False  # shard with FSDP2 when launched on several processes (tokenlm.trainer)
     steps: int = 100  # optimizer steps of the whole run
     batch_size: int = 8  # packed rows per process per micro-batch
     grad_accum: int = 1

@@ -5,7 +5,9 @@ example indices, returns the loss as (sum over tokens, token count), evaluates, 
 (rows checkpoint, connector checkpoint) and names the facts a resume must share. `train_loop` owns the rest,
 the same for every track:
 
-* Accelerate setup (`make_accelerator`: one CPU process, or `torchrun`/`accelerate launch` with DDP).
+* Accelerate setup (`make_accelerator`: one CPU process, or `torchrun`/`accelerate launch` with DDP, or with
+  FSDP2 (`fsdp=True`, or an Accelerate config with `fsdp_version: 2`): Accelerate's `fully_shard` per decoder
+  layer plus the root, frozen and trainable parameters side by side, on GPUs or on CPU with gloo).
 * LR: linear warmup, then cosine from `lr` down to `min_lr_ratio * lr` (`lr_at`). Default floor 10 % for
   both tracks: the last steps still learn instead of idling near zero (two of the three old loops already
   decayed to 10 %, the usual choice for LM training); `min_lr_ratio=1` is a constant LR after warmup.
@@ -15,7 +17,8 @@ the same for every track:
   fixed slice of the global batch, so N processes see what one process sees.
 * Loss: each micro-batch's token sum is back-propagated (times the process count, since DDP averages), then
   the gradients are divided by the global token count (one all-reduce): the update is that of the per-token
-  mean over the whole global batch, whatever the split into processes and accumulation steps.
+  mean over the whole global batch, whatever the split into processes and accumulation steps. FSDP2's
+  reduce-scatter averages like DDP, so the same holds sharded.
 * Checkpoints, one layout for both tracks: `out/checkpoints/step-NNNNNN/` holds the task's checkpoint plus
   `train_state.safetensors` and `train_state.json` (written last; `tokenlm.train_state`), every `save_every`
   steps and at the last step of a call; only the newest `keep_last` stay (`tokenlm.run_dir`). The final
@@ -23,6 +26,9 @@ the same for every track:
 * Resume: the newest complete step folder; other facts (data, seed, global batch, steps, the task's own) are
   refused with one line showing both; optimizer, RNG and loss history are restored, so the resumed run
   reproduces the uninterrupted one exactly.
+* FSDP2 checkpoints: the processes gather the full parameters and optimizer state (`DTensor.full_tensor`, one
+  tensor at a time, kept on the main process's CPU), the main process writes them: the files an unsharded run
+  writes for the same weights. A resume re-shards the optimizer state (`distribute_tensor`) after `fully_shard`.
 * A non-empty `out` needs `resume` or `overwrite` (which deletes only what a run writes); leftovers of killed
   runs are cleaned at start. Progress bar (tqdm) on the main process, on a TTY or when asked.
 """
@@ -113,6 +119,7 @@ class LoopConfig:
     overwrite: bool = False
     progress: bool | None = None  # None: a bar when stderr is a TTY
     device: str = "auto"  # auto | cpu | cuda
+    fsdp: bool = False  # shard with FSDP2 (also on when the Accelerate config of `accelerate launch` says FSDP)
     desc: str = "train"  # progress bar label
 
     @property
@@ -130,6 +137,7 @@ class TrainResult:
     evals: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     final_dir: Path | None = None  # the trainable state the call ended with: `out`, or the last step folder (stop_at)
     processes: int = 1
+    parallel: str = "none"  # how the processes shared the model: none (one process) | ddp | fsdp2
     seconds: float = 0.0
     resumed_from: int | None = None
     step_time_s: float = 0.0  # median seconds per optimizer step of this call
@@ -152,9 +160,9 @@ class TrainResult:
                 "eval_losses": [list(e) for e in self.eval_losses], "evals": [list(e) for e in self.evals],
                 "final_loss": self.losses[-1] if self.losses else None,
                 "final_eval_loss": self.eval_losses[-1][1] if self.evals else None, "final_dir": str(self.final_dir),
-                "processes": self.processes, "seconds": round(self.seconds, 3), "resumed_from": self.resumed_from,
-                "step_time_s": self.step_time_s, "peak_memory_bytes": self.peak_memory_bytes,
-                "trainable_params": self.trainable_params, **self.info}
+                "processes": self.processes, "parallel": self.parallel, "seconds": round(self.seconds, 3),
+                "resumed_from": self.resumed_from, "step_time_s": self.step_time_s,
+                "peak_memory_bytes": self.peak_memory_bytes, "trainable_params": self.trainable_params, **self.info}
 
 
 # schedule and data order ------------------------------------------------------------------------
@@ -218,15 +226,44 @@ def _has_accelerator() -> bool:
     return bool(api.is_available()) if api is not None else torch.cuda.is_available()
 
 
-def make_accelerator(device: str = "auto", error: type[UTIError] = UTIError) -> Any:
-    """Accelerate on `device` (auto | cpu | cuda): `cuda` without a visible GPU is a one-line `error`."""
-    from accelerate import Accelerator
+def _fsdp2_plugin(error: type[UTIError]) -> Any:
+    """Accelerate's FSDP2 plugin: `FSDP_*` settings of an Accelerate config win, else one unit per decoder layer
+    (the model's `_no_split_modules`) plus the root, resharded after forward."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    version = os.environ.get("FSDP_VERSION", "2")
+    if version != "2":
+        raise error(f"the Accelerate config asks for FSDP version {version}, but tokenlm trains with FSDP2 only; "
+                    "set fsdp_version: 2 in the config (see scripts/accelerate/fsdp2.yaml)")
+    return FullyShardedDataParallelPlugin(
+        fsdp_version=2, auto_wrap_policy=os.environ.get("FSDP_AUTO_WRAP_POLICY", "TRANSFORMER_BASED_WRAP"))
+
+
+def make_accelerator(device: str = "auto", error: type[UTIError] = UTIError, fsdp: bool = False) -> Any:
+    """Accelerate on `device` (auto | cpu | cuda): `cuda` without a visible GPU is a one-line `error`.
+
+    With `fsdp` (or `ACCELERATE_USE_FSDP` set by `accelerate launch --config_file`) and several processes, the
+    model is sharded with FSDP2 by `acc.prepare`.
+    """
+    from accelerate import Accelerator, PartialState
+    from accelerate.utils import DistributedType, parse_flag_from_env
 
     if device == "cuda" and not torch.cuda.is_available():
         raise error("--device cuda asked for, but torch sees no CUDA GPU (torch.cuda.is_available() is "
                     "False); use --device cpu or install a CUDA build of torch")
+    plugin = _fsdp2_plugin(error) if fsdp or parse_flag_from_env("ACCELERATE_USE_FSDP") else None
     # Without a GPU/XPU/... we must say cpu=True, or Accelerate ignores torchrun's WORLD_SIZE (no gloo group).
-    return Accelerator(cpu=device == "cpu" or not _has_accelerator())
+    acc = Accelerator(cpu=device == "cpu" or not _has_accelerator(), fsdp_plugin=plugin)
+    if plugin is not None and acc.distributed_type == DistributedType.MULTI_CPU:
+        # Accelerate turns FSDP on for GPU-type process groups only; FSDP2 (`fully_shard`) runs on gloo as well,
+        # so CPU processes get the state Accelerate's GPU branch sets (AcceleratorState.__init__, which also
+        # mirrors the type into PartialState's shared state, whence each later AcceleratorState() copies it).
+        acc.state.distributed_type = PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+        acc.state.fsdp_plugin = plugin
+    if plugin is not None and acc.mixed_precision != "no":  # Accelerate would upcast the trained rows to float32
+        raise error(f"FSDP2 with mixed_precision {acc.mixed_precision!r} is not supported: the rows would be saved "
+                    "in another dtype than the model's; set mixed_precision: 'no' and load the model in --dtype")
+    return acc
 
 
 def latest_checkpoint(out: str | Path) -> Path | None:
@@ -263,7 +300,7 @@ def _step(task: Task, model: Any, optimizer: Any, acc: Any, micro: list[list[int
     for m, idx in enumerate(micro):
         with contextlib.nullcontext() if m == len(micro) - 1 else acc.no_sync(model):
             total, count = task.loss(model, task.batch(idx), acc.device)
-            acc.backward(total * acc.num_processes)  # DDP averages over processes: undo it, then divide by tokens
+            acc.backward(total * acc.num_processes)  # DDP/FSDP2 average over processes: undo it, divide by tokens
         local += torch.stack([total.detach().double(), torch.as_tensor(count, dtype=torch.float64, device=acc.device)])
     total, tokens = acc.reduce(local, "sum").tolist()
     if tokens == 0:
@@ -283,12 +320,19 @@ def _step(task: Task, model: Any, optimizer: Any, acc: Any, micro: list[list[int
 def per_token_mean(items: Sequence[Any], batch_size: int, loss_of: Callable[[list], tuple[torch.Tensor, Any]],
                    device: torch.device, acc: Any = None) -> float:
     """Per-token mean of `loss_of(chunk) -> (loss sum, tokens)` over `items` in chunks of `batch_size`; with
-    `acc`, each process takes every N-th item and the sums are all-reduced (same result on every process)."""
-    mine = list(items)[acc.process_index::acc.num_processes] if acc is not None else list(items)
+    `acc`, each process takes every N-th item and the sums are all-reduced (same result on every process).
+
+    Every process runs as many forwards as the busiest one (the extra ones on the first item, not counted):
+    a sharded model's forward is a collective (FSDP all-gathers), so the counts must match."""
+    items = list(items)
+    mine = items[acc.process_index::acc.num_processes] if acc is not None else items
+    chunks = math.ceil(math.ceil(len(items) / acc.num_processes) / batch_size) if acc is not None else 0
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (loss sum, tokens)
     for k in range(0, len(mine), batch_size):
         loss, count = loss_of(mine[k:k + batch_size])
         total += torch.stack([loss.double(), torch.as_tensor(count, dtype=torch.float64, device=device)])
+    for _ in range(chunks - math.ceil(len(mine) / batch_size)):
+        loss_of(items[:1])
     total = acc.reduce(total, "sum") if acc is not None else total
     return (total[0] / total[1].clamp_min(1)).item()
 
@@ -328,26 +372,128 @@ def _setup(task: Task, cfg: LoopConfig, acc: Any) -> _Run:
     if state is not None:
         check_facts(resume_dir, state[0].get("facts", {}), facts, task.error)
     wrapper = task.build(resume_dir)
-    params = [p for p in wrapper.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    run = _Run(wrapper, optimizer, params, Sampler(task.num_examples(), gsize, cfg.seed), facts)
-    if state is not None:
-        meta = restore_train_state(optimizer, *state)
-        run.start, run.losses, run.resumed = meta["step"], list(meta["losses"]), True
-        run.evals = [(s, e) for s, e in meta["evals"]]
+    optimizer = torch.optim.AdamW([p for p in wrapper.parameters() if p.requires_grad], lr=cfg.lr, betas=cfg.betas,
+                                  weight_decay=cfg.weight_decay)
+    run = _Run(wrapper, optimizer, [], Sampler(task.num_examples(), gsize, cfg.seed), facts)
+    sharded = _is_fsdp2(acc)
+    if state is not None and not sharded:
+        _restore(run, restore_train_state(optimizer, *state))
+    # FSDP2: `fully_shard` replaces the parameters in place by DTensors (and Accelerate the optimizer's), so no
+    # reference to the full ones is kept here
     run.model, run.optimizer = acc.prepare(wrapper, optimizer)
+    run.params = [p for g in run.optimizer.param_groups for p in g["params"]]
+    if state is not None and sharded:  # the optimizer state is per parameter, so it can only be cut now
+        inner = getattr(run.optimizer, "optimizer", run.optimizer)
+        _restore(run, restore_train_state(inner, state[0], _shard_state(run.params, state[1])))
     return run
+
+
+def _restore(run: _Run, meta: dict[str, Any]) -> None:
+    run.start, run.losses, run.resumed = meta["step"], list(meta["losses"]), True
+    run.evals = [(s, e) for s, e in meta["evals"]]
+
+
+# FSDP2: full tensors for checkpoints, shards for resume -------------------------------------------
+
+def _is_fsdp2(acc: Any) -> bool:
+    return bool(getattr(acc, "is_fsdp2", False))
+
+
+def _parallel(acc: Any) -> str:
+    """none | ddp | fsdp2, for the result."""
+    return "fsdp2" if _is_fsdp2(acc) else "ddp" if acc.num_processes > 1 else "none"
+
+
+def _shard_state(params: list, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Train-state tensors with each full optimizer tensor of an FSDP2 parameter cut to this process's shard
+    (`distribute_tensor` with the parameter's mesh and placements, sliced locally: every process read the file)."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    out = dict(tensors)
+    for key, t in tensors.items():
+        m = re.fullmatch(r"optimizer\.state\.(\d+)\.\w+", key)
+        p = params[int(m.group(1))] if m and int(m.group(1)) < len(params) else None
+        if isinstance(p, DTensor) and t.shape == p.shape:
+            out[key] = distribute_tensor(t.to(p.device), p.device_mesh, p.placements, src_data_rank=None)
+    return out
+
+
+@contextlib.contextmanager
+def _full_parameters(model: Any, acc: Any):
+    """Under FSDP2, inside this the main process's model holds full plain parameters (`DTensor.full_tensor`, a
+    collective on every process, one parameter at a time, kept on the CPU), so the task's save writes what an
+    unsharded run writes; the shards are put back after. The other processes keep their shards.
+
+    Fresh tensors rather than FSDP's own unsharded buffers (`FSDPModule.unshard`): a save that exports a buffer to
+    numpy (hashing, safetensors) pins its storage, and FSDP could not free it again. For the same reason every
+    unit is resharded first (the root stays unsharded after a forward without backward, e.g. an eval).
+    """
+    if not _is_fsdp2(acc):
+        yield
+        return
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
+
+    for unit in model.modules():
+        if isinstance(unit, FSDPModule):
+            unit.reshard()
+    slots = [(m, name, p) for m in model.modules() for name, p in m._parameters.items() if isinstance(p, DTensor)]
+    full: dict[int, torch.nn.Parameter | None] = {}
+    with torch.no_grad():
+        for _, _, p in slots:  # the same order on every process; a shared (tied) parameter is gathered once
+            if id(p) not in full:
+                t = p.full_tensor()
+                full[id(p)] = torch.nn.Parameter(t.cpu(), requires_grad=p.requires_grad) if acc.is_main_process \
+                    else None
+                del t
+    swapped = [(m, name, p) for m, name, p in slots if full[id(p)] is not None]
+    try:
+        for m, name, p in swapped:
+            m._parameters[name] = full[id(p)]
+        yield
+    finally:
+        for m, name, p in swapped:
+            m._parameters[name] = p
+
+
+class _FullOptimizer:
+    """Stands in for the optimizer in `save_train_state`: its state_dict with the DTensors gathered."""
+
+    def __init__(self, state_dict: dict[str, Any]) -> None:
+        self._sd = state_dict
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._sd
+
+
+def _full_optimizer(optimizer: Any, acc: Any) -> Any:
+    """The optimizer to save: under FSDP2 every process gathers each state tensor (`DTensor.full_tensor`, a
+    collective), the main process keeps them on the CPU."""
+    if not _is_fsdp2(acc):
+        return optimizer
+    from torch.distributed.tensor import DTensor
+
+    sd = getattr(optimizer, "optimizer", optimizer).state_dict()
+    state: dict[int, dict[str, Any]] = {}
+    for pid, st in sd["state"].items():
+        full = {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in st.items()}
+        if acc.is_main_process:
+            state[pid] = {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in full.items()}
+    return _FullOptimizer({"state": state, "param_groups": sd["param_groups"]})
 
 
 def _checkpoint(task: Task, run: _Run, acc: Any, cfg: LoopConfig, step: int, folder: Path,
                 final_eval: dict | None = None) -> None:
     """The task's checkpoint into `folder`; for a step folder also the train state, then prune old steps."""
     acc.wait_for_everyone()
-    if acc.is_main_process:
-        task.save(acc.unwrap_model(run.model), folder, final_eval)
-        if folder != Path(cfg.out):
-            save_train_state(folder, run.optimizer, step, run.losses, run.evals, run.facts)
-            prune_steps(step_dirs(folder.parent, STEP_PATTERN, STATE_FILE), cfg.keep_last)
+    step_folder = folder != Path(cfg.out)
+    with _full_parameters(run.model, acc):
+        optimizer = _full_optimizer(run.optimizer, acc) if step_folder else None
+        if acc.is_main_process:
+            task.save(acc.unwrap_model(run.model), folder, final_eval)
+            if step_folder:
+                save_train_state(folder, optimizer, step, run.losses, run.evals, run.facts)
+                prune_steps(step_dirs(folder.parent, STEP_PATTERN, STATE_FILE), cfg.keep_last)
     acc.wait_for_everyone()
 
 
@@ -357,7 +503,7 @@ def train_loop(task: Task, cfg: LoopConfig, accelerator: Any = None) -> TrainRes
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    acc = accelerator or make_accelerator(cfg.device, task.error)
+    acc = accelerator or make_accelerator(cfg.device, task.error, cfg.fsdp)
     _prepare_out(cfg, task, acc)
     set_seed(cfg.seed)
     run = _setup(task, cfg, acc)
@@ -384,7 +530,7 @@ def train_loop(task: Task, cfg: LoopConfig, accelerator: Any = None) -> TrainRes
         last = run.evals[-1][1] if run.evals and run.evals[-1][0] == cfg.steps else {}
         _checkpoint(task, run, acc, cfg, cfg.steps, final, last)
     result = TrainResult(out=str(cfg.out), steps=cfg.end_step, losses=run.losses, evals=run.evals, final_dir=final,
-                         processes=acc.num_processes, seconds=time.perf_counter() - t0,
+                         processes=acc.num_processes, parallel=_parallel(acc), seconds=time.perf_counter() - t0,
                          resumed_from=run.start if run.resumed else None,
                          step_time_s=statistics.median(times) if times else 0.0,
                          peak_memory_bytes=peak_memory_bytes(acc.device),

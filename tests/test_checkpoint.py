@@ -220,3 +220,18 @@ def test_full_stage_round_trip(tmp_path, space):
     save_rows(model, tmp_path, space)
     loaded = load_rows(tiny_qwen3(), tmp_path)
     torch.testing.assert_close(_logits(loaded, space), _logits(model, space), rtol=0, atol=0)
+
+
+
+def test_rows_checkpoints_are_byte_identical_on_every_save(tmp_path, space):
+    """The same rows saved six times: the same bytes in every file. safetensors writes a 2+-key metadata map in
+    a random order on each save (a Rust HashMap), so the tensors file keeps one key; with the old two-key map
+    all six agree with probability 1/32."""
+    model = _trained(space, tied=False)
+    outs = [tmp_path / str(k) for k in range(6)]
+    for out in outs:
+        save_rows(model, out, space, base_model="tiny-test")
+    for out in outs[1:]:
+        assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in outs[0].iterdir())
+        for f in out.iterdir():
+            assert f.read_bytes() == (outs[0] / f.name).read_bytes(), f.name

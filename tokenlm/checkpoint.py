@@ -136,7 +136,7 @@ def save_rows(model: nn.Module, out_dir: str | Path, space: TokenSpace, base_mod
     files = {"tensors": {"name": content_name(ROWS_STEM, t_hash, ".safetensors"), "hash": t_hash},
              "space": {"name": content_name(SPACE_STEM, s_hash, ".json"), "hash": s_hash}}
     manifest = _manifest(model, space, tensors, trained, base_model, files, out_dir)
-    meta = {"format": FORMAT, "token_space_hash": space.hash}
+    meta = {"format": FORMAT}  # one key: a 2+-key map is written in random order (uti.io.atomic_save_safetensors)
     return commit(out_dir, [
         (ROWS_STEM, ".safetensors", t_hash, lambda p: atomic_save_safetensors(p, tensors, metadata=meta)),
         (SPACE_STEM, ".json", s_hash, lambda p: atomic_write_json(p, space_json)),

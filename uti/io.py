@@ -65,12 +65,13 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Non
 def atomic_save_safetensors(path: str | Path, tensors: Mapping[str, Any], metadata: dict[str, str] | None = None) -> None:
     """Save torch tensors to a `.safetensors` file atomically (contiguous copies, metadata as strings).
 
-    Not byte-reproducible when `metadata` has 2+ keys: safetensors (0.8.0) keeps `__metadata__` in a Rust
-    HashMap with a random per-instance seed, so the header lists those keys in a different order on each save,
-    even within one process and whatever order the dict has (safetensors/safetensors#584; the fix, PR #790,
-    is not released). The tensors part is stable. So identity is never the file's bytes: the toolkit hashes
-    tensors (`uti.hashing.hash_tensors` / `hash_safetensors`) and compares metadata as dicts; a user who checks
-    files by sha256 should do the same. Rewriting the header ourselves would mean hand-writing the format.
+    Byte-reproducible with at most one metadata key; not with 2+ keys: safetensors (0.8.0) keeps `__metadata__`
+    in a Rust HashMap with a random per-instance seed, so the header lists those keys in a different order on each
+    save (safetensors/safetensors#584; the fix, PR #790, is not released). Checkpoints (rows, connector, train
+    state) therefore carry one key (`format`; the rest lives in their JSON manifest) and are identical byte for
+    byte when their tensors are; shards carry several, and their identity is the tensors' and metadata's hash
+    (`uti.hashing.hash_tensors` / `hash_safetensors`), compared as dicts. Rewriting the header ourselves would
+    mean hand-writing the format.
     """
     from safetensors.torch import save_file
 

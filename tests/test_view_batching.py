@@ -184,3 +184,20 @@ def test_ordered_map_keeps_order_isolates_errors_and_bounds_lookahead() -> None:
             assert len(started) <= consumed + 4  # never more than `ahead` results computed ahead
     assert consumed == 20
     assert list(ordered_map(fn, [1, 3], workers=1))[1][0] is None
+
+
+def test_bfloat16_on_cpu_is_bit_identical_at_any_batch_size(tmp_path) -> None:
+    """bfloat16 linear layers on CPU pick kernels by row count (hidden 1152, 16 patches: measurably different
+    rows at batch 3), so such a tower runs one view per forward; its features match at every batch size."""
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    cfg = SiglipVisionConfig(image_size=64, patch_size=16, hidden_size=1152, intermediate_size=64,
+                             num_hidden_layers=1, num_attention_heads=16, vision_use_head=False)
+    model = SiglipVisionModel(cfg).to(torch.bfloat16).eval()
+    tower = VisionTower(model=model, name="wide", weights_hash="random", feature_layer=-1, image_size=64,
+                        patch_size=16, hidden_size=1152, num_layers=1, naflex=False, batch_size=1)
+    views = np.random.default_rng(0).integers(0, 256, (9, 64, 64, 3), dtype=np.uint8)
+    alone = _features_by_view(tower, views)
+    for size in BATCH_SIZES:
+        tower.batch_size = size
+        assert torch.equal(tower.encode(views), alone), size

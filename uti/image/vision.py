@@ -29,8 +29,11 @@ per-view bit-exact except the MLP activation: PyTorch's vectorised GELU-tanh com
 (numel mod 32, and each thread's chunk edge) with the scalar formula, which rounds differently, so which
 elements take it depends on the batch size (measured: features differ by up to 1e-6 at hidden 1152 between
 batch 1 and 2). `_per_view_activations` therefore runs each activation one view at a time (bit-exact at 1,
-2 and 4 threads for batch sizes 1..16). On an accelerator, GEMM kernels are chosen by shape, so every
-forward there is padded to exactly `batch_size` views (`encode`); this is not measured here (no GPU).
+2 and 4 threads for batch sizes 1..16). In bfloat16 on CPU the linear layers are not per-view exact either
+(oneDNN picks GEMM kernels by row count: measured up to 0.03 apart at hidden 1152), so a CPU tower in a
+dtype other than float32 runs one view per forward (its GEMMs have hundreds of rows per view already). On an
+accelerator, GEMM kernels are chosen by shape, so every forward there is padded to exactly `batch_size`
+views (`_invariant_forward`); this is not measured here (no GPU).
 """
 
 from __future__ import annotations
@@ -213,18 +216,22 @@ class VisionTower:
     def encode(self, views: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 views (N, S, S, 3) -> float32 features (N, P, D), in chunks of `batch_size` views."""
         pixels = self.pixel_values(views)  # (N, 3, H, W)
-        out = [self._forward(self._padded(chunk))[:len(chunk)] for chunk in pixels.split(self.batch_size)]
+        out = [self._invariant_forward(chunk) for chunk in pixels.split(self.batch_size)]
         if not out:
             return torch.empty(0, self.num_patches, self.hidden_size, device=self.device)
         return torch.cat(out).float()
 
-    def _padded(self, chunk: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (batch_size, 3, H, W) on an accelerator (one forward shape, one GEMM choice; see
-        the module doc); unchanged on CPU, where the tower is per-view bit-exact at any batch size."""
-        short = self.batch_size - len(chunk)
-        if self.device.type == "cpu" or short <= 0:
-            return chunk
-        return torch.cat([chunk, chunk.new_zeros((short, *chunk.shape[1:]))])
+    def _invariant_forward(self, chunk: torch.Tensor) -> torch.Tensor:
+        """One chunk (B, 3, H, W) -> (B, P, D) whose rows do not depend on the other views (module doc): as is
+        in float32 on CPU, one view per forward in other dtypes on CPU, padded to `batch_size` views elsewhere."""
+        if self.device.type == "cpu":
+            if self.dtype == torch.float32:
+                return self._forward(chunk)
+            return torch.cat([self._forward(view) for view in chunk.split(1)])
+        n = len(chunk)
+        if n < self.batch_size:  # one forward shape, hence one GEMM kernel choice
+            chunk = torch.cat([chunk, chunk.new_zeros((self.batch_size - n, *chunk.shape[1:]))])
+        return self._forward(chunk)[:n]
 
     def _forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """One chunk (B, 3, H, W) -> (B, P, D) at the configured feature layer."""

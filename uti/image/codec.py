@@ -199,7 +199,7 @@ class ImageCodec:
         and E2P run in `workers` threads while the tower runs, and the views queue up into forwards of
         exactly `tower.batch_size` views (the last one shorter), whatever image each view comes from. A
         file that fails to load or render fails alone. Codes equal `encode` of each image alone (see
-        `uti.image.vision` on batch invariance; tests/test_batch_invariance.py).
+        `uti.image.vision` on batch invariance; tests/test_view_batching.py).
         """
         return _stream(self, items, load or _image, workers)
 

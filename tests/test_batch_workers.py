@@ -42,6 +42,9 @@ def test_encoders_are_built_in_the_main_thread(tmp_path, monkeypatch):
     monkeypatch.setattr(AudioCodec, "from_space", factory("audio"))
     monkeypatch.setattr(ImageModality, "encode_with_meta", encode_with_meta)
     monkeypatch.setattr(AudioModality, "encode_with_meta", encode_with_meta)
+    from uti.codecs import ModalityCodec  # the image stream's threads call encode_with_meta, as audio's do
+
+    monkeypatch.setattr(ImageModality, "encode_stream", ModalityCodec.encode_stream)
     src = tmp_path / "in"
     src.mkdir()
     for k in range(6):

@@ -52,8 +52,8 @@ from .errors import ConfigError, HashMismatchError, InputError, UTIError
 from .hashing import hash_json, hash_tensors
 from .io import atomic_save_safetensors, atomic_write_json, read_jsonl
 
-__all__ = ["BatchSummary", "DoneMarker", "Shard", "launcher_part", "list_inputs", "parse_part", "read_shards",
-           "run_batch", "select_part"]
+__all__ = ["BatchSummary", "DoneMarker", "Shard", "launcher_part", "list_inputs", "ordered_map", "parse_part",
+           "read_shards", "run_batch", "select_part"]
 
 FORMAT = "uti-shard-1"
 DONE_FORMAT = "uti-shard-done-1"
@@ -63,6 +63,8 @@ MAX_INDEX_BYTES = 1024**3
 MAX_DONE_BYTES = 64 * 1024**2  # a marker lists at most shard_size failures with one-line reasons
 EncodeOne = Callable[[str], tuple[Sequence[int], dict[str, Any]]]
 Item = tuple[torch.Tensor, dict[str, Any]]  # (IDs (L,) int64, meta) of one encoded input
+Outcome = tuple[Any, "Exception | None"]  # (result, None), or (None, the error) of one input
+EncodeStream = Callable[[Sequence[str]], Iterable[Outcome]]  # paths -> one outcome per path, in order
 
 
 @dataclass
@@ -182,7 +184,7 @@ def _shard_name(part: tuple[int, int], k: int) -> str:
 
 def run_batch(
     paths: Sequence[str],
-    encode_one: EncodeOne,
+    encode_one: EncodeOne | None,
     out_dir: str | Path,
     space: Any,
     *,
@@ -192,12 +194,16 @@ def run_batch(
     workers: int = 1,
     unpinned: Sequence[str] = (),
     root: str | Path | None = None,
+    stream: EncodeStream | None = None,
 ) -> BatchSummary:
     """Encode the inputs of `part` with `encode_one(path) -> (global ids, meta)` into shards in `out_dir`.
 
     workers > 1 runs `encode_one` in that many threads (results keep input order), so decoding and
     E2P of one file overlap the tower of another on a GPU; `encode_one` must then be thread-safe (build
-    models before calling this: lazy construction inside threads races). `unpinned`: keys of the assets the
+    models before calling this: lazy construction inside threads races). `stream` replaces `encode_one`:
+    it gets the paths still to encode of one shard at a time and yields one `(result, error)` per path in
+    order (`ordered_map` shape), so a codec can batch model work across inputs (`Tokenizer.encode_stream`:
+    the views of many panoramas share tower forwards); it runs its own threads, so `workers` is not used. `unpinned`: keys of the assets the
     encoders use unpinned, recorded in every shard written. `root`: shards, markers and the summary name each
     input by its path relative to `root` (POSIX; `encode_one` still gets the path as given), the same on any
     machine; None records the paths as given. Stale temp files of this part's shards, left by a killed run,
@@ -207,6 +213,10 @@ def run_batch(
 
     if shard_size < 1 or workers < 1:
         raise InputError(f"shard_size and workers must be >= 1, got {shard_size} and {workers}")
+    if (encode_one is None) == (stream is None):
+        raise ValueError("run_batch needs exactly one of encode_one and stream")
+    if stream is None:
+        stream = _one_by_one(encode_one, workers)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out {out_dir} is a file; give a folder for the shards")
@@ -227,7 +237,7 @@ def run_batch(
                 if damage:
                     summary.redone.append({"shard": shard.name, "reason": damage})
                 _unlink_index(out_dir)  # a run killed from here on leaves no index that disagrees with the shards
-                done = _encode_shard(chunk, encode_one, shard, space, bar, workers, reuse, list(unpinned), full)
+                done = _encode_shard(chunk, stream, shard, space, bar, reuse, list(unpinned), full)
                 summary.written.append(shard.name)
             summary.ok += done.ok
             summary.failed += done.failed
@@ -355,48 +365,74 @@ def _shard_state(shard: Path, chunk: Sequence[str], space: Any
     return done, {src: (loaded.item(j), loaded.meta[j]) for j, src in enumerate(loaded.sources)}, None
 
 
-def _try(encode_one: EncodeOne, name: str, path: str) -> tuple[str, Any, str | None]:
-    """(name, (ids, meta) or None, failure reason or None): one bad input never raises. `encode_one` gets the
-    input's `path`; the reason names it by `name` (what the marker records)."""
-    try:
-        return name, encode_one(path), None
-    except UTIError as err:
-        reason = str(err)
-    except Exception as err:  # noqa: BLE001 - a batch must survive any single bad input; the reason is kept
-        reason = f"{type(err).__name__}: {' '.join(str(err).split())}"
-    return name, None, reason.replace(path, name) if path != name else reason
+def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int = 1, ahead: int | None = None
+                ) -> Iterator[Outcome]:
+    """`(fn(x), None)`, or `(None, error)` when it raises, for every item in input order: one bad item never
+    stops the others. workers > 1 runs `fn` in that many threads with at most `ahead` (default 2 x workers)
+    results computed ahead of the consumer, which bounds memory when results are large (rendered views)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(x: Any) -> Outcome:
+        try:
+            return fn(x), None
+        except Exception as err:  # noqa: BLE001 - the error is the item's outcome, reported by the caller
+            return None, err
+
+    if workers <= 1:
+        yield from (run(x) for x in items)
+        return
+    ahead = max(ahead or 2 * workers, workers)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Any] = deque()
+        for x in items:
+            pending.append(pool.submit(run, x))
+            if len(pending) >= ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
-def _encode_shard(chunk: Sequence[str], encode_one: EncodeOne, shard: Path, space: Any, bar: Any,
-                  workers: int = 1, reuse: dict[str, Item] | None = None, unpinned: list[str] | None = None,
+def _one_by_one(encode_one: EncodeOne, workers: int) -> EncodeStream:
+    """The stream of `encode_one` applied to each path (in `workers` threads)."""
+    return lambda paths: ordered_map(encode_one, paths, workers, ahead=max(2 * workers, 1))
+
+
+def _reason(err: Exception, path: str, name: str) -> str:
+    """One line for the marker: a UTIError's message, else the error's type and message; the input is named by
+    `name` (what the marker records), not by the `path` it was read from."""
+    reason = str(err) if isinstance(err, UTIError) else f"{type(err).__name__}: {' '.join(str(err).split())}"
+    return reason.replace(path, name) if path != name else reason
+
+
+def _encode_shard(chunk: Sequence[str], stream: EncodeStream, shard: Path, space: Any, bar: Any,
+                  reuse: dict[str, Item] | None = None, unpinned: list[str] | None = None,
                   full: dict[str, str] | None = None) -> DoneMarker:
     """Encode the inputs of `chunk` (names; `full` maps a name to the path to read) not in `reuse`, then write
     the shard and its marker."""
     reuse = reuse or {}
     todo = [p for p in chunk if p not in reuse]
     bar.update(len(chunk) - len(todo))
-    items, failed = _encode_items(todo, encode_one, bar, workers, full or {})
+    items, failed = _encode_items(todo, stream, bar, full or {})
     return _write_shard(shard, chunk, {**reuse, **items}, failed, space, unpinned)
 
 
-def _encode_items(todo: Sequence[str], encode_one: EncodeOne, bar: Any, workers: int, full: dict[str, str]
+def _encode_items(todo: Sequence[str], stream: EncodeStream, bar: Any, full: dict[str, str]
                   ) -> tuple[dict[str, Item], list[dict[str, str]]]:
     """({name: (ids, meta)} of the inputs that encoded, [{"path": name, "reason"}] of those that failed)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     items: dict[str, Item] = {}
     failed = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        def run(name: str) -> tuple[str, Any, str | None]:
-            return _try(encode_one, name, full.get(name, name))
-
-        results = pool.map(run, todo) if workers > 1 else (run(p) for p in todo)
-        for path, result, reason in results:
-            if reason is None:
-                items[path] = (torch.as_tensor(result[0], dtype=torch.long).reshape(-1), result[1])
-            else:
-                failed.append({"path": path, "reason": reason})
-            bar.update(1)
+    paths = [full.get(name, name) for name in todo]
+    got = 0
+    for name, path, (result, err) in zip(todo, paths, stream(paths)):
+        got += 1
+        if err is None:
+            items[name] = (torch.as_tensor(result[0], dtype=torch.long).reshape(-1), result[1])
+        else:
+            failed.append({"path": name, "reason": _reason(err, path, name)})
+        bar.update(1)
+    if got != len(todo):  # a stream that lost inputs would silently drop them from the shard
+        raise RuntimeError(f"the encode stream gave {got} results for {len(todo)} inputs")
     return items, failed
 
 

@@ -156,13 +156,14 @@ def _document(tok: Tokenizer, item: Any) -> EncodedDocument:
               "process's RANK/WORLD_SIZE under torchrun or accelerate launch).")
 @click.option("--shard-size", default=1000, show_default=True, type=click.IntRange(1), help="Batch mode: inputs per shard.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
-              help="Batch mode: files encoded concurrently (threads; overlaps decoding/E2P with a GPU tower).")
+              help="Batch mode: threads decoding and rendering files while the model encodes others.")
 @ALLOW_UNPINNED_OPTION
 @DEVICE_OPTION
 @DTYPE_OPTION
 @click.option("--strict", is_flag=True, help="Refuse inputs the decoder had to repair (e.g. a corrupt JPEG).")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
-              help="Image views per vision-tower forward (default 16); codes do not depend on it.")
+              help="Image views per vision-tower forward (default 16), across images in batch mode; codes do "
+                   "not depend on it.")
 def encode(path: str | None, text: str | None, space_ref: str, out: str | None, as_json: bool, part: str | None,
            shard_size: int, workers: int, allow_unpinned: bool, device: str, dtype: str, strict: bool,
            batch_size: int | None) -> None:
@@ -214,13 +215,8 @@ def encode_batch(tok: Tokenizer, source: Path, out: str | None, part: str | None
     for codec in _codecs_of(tok, select_part(paths, part_)):
         codec.load()
 
-    def encode_one(p: str) -> tuple[list[int], dict]:
-        path = Path(p)
-        if not path.exists():
-            raise InputError(f"{p}: no such file")
-        return tok.codec_for(path).encode_with_meta(path)
-
-    summary = run_batch(paths, encode_one, out, tok.space, shard_size=shard_size, part=part_, workers=workers,
+    summary = run_batch(paths, None, out, tok.space, shard_size=shard_size, part=part_,
+                        stream=lambda ps: _stream(tok, ps, workers),
                         progress=sys.stderr.isatty(),  # a bar only for a person watching, not in logs or pipes
                         unpinned=tok.unpinned_used, root=source if Path(source).is_dir() else Path(source).parent)
     if as_json:
@@ -236,6 +232,15 @@ def encode_batch(tok: Tokenizer, source: Path, out: str | None, part: str | None
         click.echo(f"error: {len(summary.failed)} of {summary.total} inputs failed (see the summary); fix or remove "
                    "them and rerun the same command to retry only those", err=True)
         raise SystemExit(1)
+
+
+def _stream(tok: Tokenizer, paths: list[str], workers: int) -> Any:
+    """`tok.encode_stream` of the existing files among `paths`, one outcome per path in order (a missing file
+    fails alone: a manifest may name files that are gone)."""
+    exists = [Path(p).exists() for p in paths]  # checked once: the stream gets exactly these
+    results = iter(tok.encode_stream([Path(p) for p, e in zip(paths, exists) if e], workers))
+    for p, e in zip(paths, exists):
+        yield next(results) if e else (None, InputError(f"{p}: no such file"))
 
 
 def _codecs_of(tok: Tokenizer, paths: list[str]) -> list[Any]:

@@ -151,6 +151,14 @@ class ModalityCodec:
         """Several items at once; codecs that can batch (one tower forward) override this."""
         return [self.encode(x) for x in items]
 
+    def encode_stream(self, items: Iterable[Any], workers: int = 1) -> Iterable[tuple[Any, Exception | None]]:
+        """`((ids, meta), None)` or `(None, error)` per item, in order (batch encoding; one bad item fails
+        alone). Default: `encode_with_meta` of each in `workers` threads; codecs that batch model work across
+        items override this."""
+        from .batch import ordered_map
+
+        return ordered_map(self.encode_with_meta, items, workers)
+
     def decode_block(self, ids: list[int]) -> Any:
         """Strictly decode one block (markers included) to this modality's value."""
         raise NotImplementedError

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .codecs import ModalityCodec, codec_classes, present_codecs
 from .errors import InputError, TokenRangeError
@@ -110,6 +110,30 @@ class Tokenizer:
             for k, ids in zip(idx, self.codec(modality).encode_batch([items[k] for k in idx])):
                 out[k] = ids
         return out
+
+    def encode_stream(self, items: Sequence[Any], workers: int = 1) -> Iterator[tuple[Any, Exception | None]]:
+        """`((ids, meta), None)` or `(None, error)` per item, in input order; one bad item fails alone.
+
+        What batch encoding (`uti encode DIR`) runs: the items of each codec go through its `encode_stream`
+        together (images: views of many panoramas per tower forward, `workers` threads decoding and
+        rendering). With one codec the results stream as they finish; with several they are gathered first
+        to restore the input order.
+        """
+        groups: dict[str, list[int]] = {}
+        out: list[tuple[Any, Exception | None]] = [(None, None)] * len(items)
+        for k, item in enumerate(items):
+            try:
+                groups.setdefault(self.codec_for(item).modality, []).append(k)
+            except Exception as err:  # noqa: BLE001 - no codec takes it: that item fails, the others go on
+                out[k] = (None, err)
+        if len(groups) == 1 and len(next(iter(groups.values()))) == len(items):
+            modality, idx = next(iter(groups.items()))
+            yield from self.codec(modality).encode_stream(list(items), workers)
+            return
+        for modality, idx in groups.items():
+            for k, outcome in zip(idx, self.codec(modality).encode_stream([items[k] for k in idx], workers)):
+                out[k] = outcome
+        yield from out
 
     @property
     def block_starts(self) -> dict[int, str]:

@@ -23,7 +23,8 @@ codebook (hash, size, dim, metric).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,9 +191,100 @@ class ImageCodec:
             at += len(views)
         return out
 
+    def encode_stream(self, items: Iterable[Any], load: Callable[[Any], np.ndarray] | None = None,
+                      workers: int = 1) -> Iterator[tuple[Encoded | None, Exception | None]]:
+        """`(Encoded, None)` or `(None, error)` per item, in order, with views of many images in each forward.
+
+        `load(item)` gives the (H, W, 3) uint8 image (default: a path is read, an array checked); loading
+        and E2P run in `workers` threads while the tower runs, and the views queue up into forwards of
+        exactly `tower.batch_size` views (the last one shorter), whatever image each view comes from. A
+        file that fails to load or render fails alone. Codes equal `encode` of each image alone (see
+        `uti.image.vision` on batch invariance; tests/test_view_batching.py).
+        """
+        return _stream(self, items, load or _image, workers)
+
     def decode(self, encoded: Encoded) -> dict[str, Any]:
         """Codes (V, P) -> codebook features and geometry; see `decode_codes`."""
         return decode_codes(encoded.codes, self.codebook, self.layout, self.tower.grid)
+
+
+# --- batch encoding across images (`ImageCodec.encode_stream`) ------------------------------------------
+
+
+@dataclass
+class _Pending:
+    """An image in the stream: its meta and code rows so far, or the error that made it fail."""
+
+    meta: dict[str, Any] | None
+    views: int = 0
+    codes: list[torch.Tensor] = field(default_factory=list)  # (v, P) rows in view order
+    error: Exception | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.error is not None or sum(len(c) for c in self.codes) == self.views
+
+
+def _stream(codec: ImageCodec, items: Iterable[Any], load: Callable[[Any], np.ndarray], workers: int
+            ) -> Iterator[tuple[Encoded | None, Exception | None]]:
+    """The pipeline of `encode_stream`: rendered images -> a queue of views -> forwards of batch_size views ->
+    code rows handed back to their images -> finished images yielded in input order."""
+    from ..batch import ordered_map
+
+    size = codec.tower.batch_size
+    order: deque[_Pending] = deque()  # images not yet yielded, in input order
+    queue: deque[tuple[_Pending, np.ndarray]] = deque()  # (image, its views not yet run (v, S, S, 3))
+    queued = 0
+    rendered = ordered_map(lambda x: codec.render(load(x)), items, workers, ahead=size + 2 * workers)
+    for result, err in rendered:
+        if err is not None:
+            order.append(_Pending(None, error=err))
+        else:
+            views, meta = result
+            order.append(_Pending(meta, len(views)))
+            queue.append((order[-1], views))
+            queued += len(views)
+        while queued >= size:
+            queued -= _run_views(codec, queue, size)
+        yield from _finished(order)
+    while queued:
+        queued -= _run_views(codec, queue, size)
+    yield from _finished(order)
+
+
+def _run_views(codec: ImageCodec, queue: deque[tuple[_Pending, np.ndarray]], size: int) -> int:
+    """Run the first `size` queued views (or all, when fewer) through tower and VQ, append each image's code
+    rows to it; the number of views run. A tower failure fails the images of that forward, not the stream."""
+    taken: list[tuple[_Pending, np.ndarray]] = []
+    n = 0
+    while queue and n < size:
+        pending, views = queue.popleft()
+        if len(views) > size - n:  # split the image: the rest waits for the next forward
+            queue.appendleft((pending, views[size - n:]))
+            views = views[:size - n]
+        taken.append((pending, views))
+        n += len(views)
+    try:
+        codes = codec.quantize(codec.tower.encode(np.concatenate([v for _, v in taken])))  # (n, P)
+    except Exception as err:  # noqa: BLE001 - e.g. out of memory: those images fail, the batch goes on
+        for pending, _ in taken:
+            pending.error = pending.error or err
+        return n
+    at = 0
+    for pending, views in taken:
+        pending.codes.append(codes[at:at + len(views)])
+        at += len(views)
+    return n
+
+
+def _finished(order: deque[_Pending]) -> Iterator[tuple[Encoded | None, Exception | None]]:
+    """Pop and yield the finished images at the front of `order` (input order is kept)."""
+    while order and order[0].complete:
+        pending = order.popleft()
+        if pending.error is not None:
+            yield None, pending.error
+        else:
+            yield Encoded(torch.cat(pending.codes).clone(), pending.meta), None
 
 
 def decode_codes(codes: Any, codebook: Codebook, layout: Layout, grid: int) -> dict[str, Any]:

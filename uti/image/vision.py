@@ -22,6 +22,18 @@ Preprocessing follows the checkpoint's ``preprocessor_config.json`` when present
 1/255, mean = std = 0.5): views are resized to the tower's size with bicubic antialiased interpolation in
 torch (a no-op when the layout renders views at the tower's size, which is the recommended setup), then
 rescaled and normalised in float32.
+
+Batch invariance: a view's features must not depend on the other views of its forward, so that codes are the
+same whether an image is encoded alone or among others, at any batch size. On CPU, every op of the tower is
+per-view bit-exact except the MLP activation: PyTorch's vectorised GELU-tanh computes the tail of a tensor
+(numel mod 32, and each thread's chunk edge) with the scalar formula, which rounds differently, so which
+elements take it depends on the batch size (measured: features differ by up to 1e-6 at hidden 1152 between
+batch 1 and 2). `_per_view_activations` therefore runs each activation one view at a time (bit-exact at 1,
+2 and 4 threads for batch sizes 1..16). In bfloat16 on CPU the linear layers are not per-view exact either
+(oneDNN picks GEMM kernels by row count: measured up to 0.03 apart at hidden 1152), so a CPU tower in a
+dtype other than float32 runs one view per forward (its GEMMs have hundreds of rows per view already). On an
+accelerator, GEMM kernels are chosen by shape, so every forward there is padded to exactly `batch_size`
+views (`_invariant_forward`); this is not measured here (no GPU).
 """
 
 from __future__ import annotations
@@ -103,6 +115,7 @@ class VisionTower:
         if self.batch_size < 1:
             raise VisionTowerError(f"batch_size must be >= 1, got {self.batch_size}")
         _keep_up_to(self.model, None if self.feature_layer == -1 else self.feature_layer % (n + 1))
+        _per_view_activations(self.model)
 
     @classmethod
     def from_pretrained(
@@ -203,10 +216,22 @@ class VisionTower:
     def encode(self, views: torch.Tensor | np.ndarray) -> torch.Tensor:
         """uint8 views (N, S, S, 3) -> float32 features (N, P, D), in chunks of `batch_size` views."""
         pixels = self.pixel_values(views)  # (N, 3, H, W)
-        out = [self._forward(chunk) for chunk in pixels.split(self.batch_size)]
+        out = [self._invariant_forward(chunk) for chunk in pixels.split(self.batch_size)]
         if not out:
             return torch.empty(0, self.num_patches, self.hidden_size, device=self.device)
         return torch.cat(out).float()
+
+    def _invariant_forward(self, chunk: torch.Tensor) -> torch.Tensor:
+        """One chunk (B, 3, H, W) -> (B, P, D) whose rows do not depend on the other views (module doc): as is
+        in float32 on CPU, one view per forward in other dtypes on CPU, padded to `batch_size` views elsewhere."""
+        if self.device.type == "cpu":
+            if self.dtype == torch.float32:
+                return self._forward(chunk)
+            return torch.cat([self._forward(view) for view in chunk.split(1)])
+        n = len(chunk)
+        if n < self.batch_size:  # one forward shape, hence one GEMM kernel choice
+            chunk = torch.cat([chunk, chunk.new_zeros((self.batch_size - n, *chunk.shape[1:]))])
+        return self._forward(chunk)[:n]
 
     def _forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """One chunk (B, 3, H, W) -> (B, P, D) at the configured feature layer."""
@@ -223,6 +248,25 @@ class VisionTower:
         else:
             out = self.model(pixel_values=pixels)
         return out.last_hidden_state  # the feature layer (see _keep_up_to)
+
+
+class _PerView(torch.nn.Module):
+    """Apply `act` to one view (first dim) at a time, so its result never depends on the batch (module doc)."""
+
+    def __init__(self, act: torch.nn.Module) -> None:
+        super().__init__()
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, P, I) -> (B, P, I)
+        return self.act(x) if len(x) == 1 else torch.cat([self.act(v) for v in x.split(1)])
+
+
+def _per_view_activations(model: torch.nn.Module) -> None:
+    """Wrap every `activation_fn` module of the tower (the encoder MLPs) in `_PerView` (once)."""
+    for module in list(model.modules()):
+        act = getattr(module, "activation_fn", None)
+        if isinstance(act, torch.nn.Module) and not isinstance(act, _PerView):
+            module.activation_fn = _PerView(act)
 
 
 def _keep_up_to(model: torch.nn.Module, layer: int | None) -> None:

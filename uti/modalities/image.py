@@ -215,6 +215,14 @@ class ImageModality(ModalityCodec):
 
         return [to_ids(enc, self.space) for enc in self.codec.encode_batch([self._rgb(x) for x in items])]
 
+    def encode_stream(self, items: Any, workers: int = 1) -> Any:
+        """`((ids, meta), None)` or `(None, error)` per item, in order; the views of many items share tower
+        forwards of `batch_size` views (`ImageCodec.encode_stream`: codes equal encoding each alone)."""
+        from ..image.codec import to_ids
+
+        for enc, err in self.codec.encode_stream(items, load=self._rgb, workers=workers):
+            yield (None, err) if err is not None else ((to_ids(enc, self.space), enc.meta), None)
+
     @property
     def codebook(self) -> Any:
         """The space's codebook (no tower needed), refused unless its hash is the one the space pins."""

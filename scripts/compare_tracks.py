@@ -319,6 +319,43 @@ def run_arm(p: dict[str, Any], args: Any, out: Path, arm: str) -> dict[str, Any]
     return (run_discrete if ARMS[arm][0] == "discrete" else run_continuous)(p, args, out, arm)
 
 
+def linear_probe(x: torch.Tensor, y: torch.Tensor, n_train: int, steps: int = 400) -> float:
+    """Held-out accuracy of softmax regression from x (N, F) to y (N,) trained on the first `n_train` rows.
+
+    Inputs standardised with the training rows' statistics; Adam, the best of three L2 weights (an upper bound
+    on what a linear read-out of these inputs gets, not a tuned classifier).
+    """
+    x = (x - x[:n_train].mean(0)) / (x[:n_train].std(0) + 1e-6)
+    classes, best = int(y.max()) + 1, 0.0
+    for wd in (1e-3, 1e-2, 1e-1):
+        w = torch.zeros(x.shape[1], classes, requires_grad=True)
+        b = torch.zeros(classes, requires_grad=True)
+        opt = torch.optim.Adam([w, b], lr=1e-2)
+        for _ in range(steps):
+            loss = torch.nn.functional.cross_entropy(x[:n_train] @ w + b, y[:n_train]) + wd * w.square().sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            best = max(best, ((x[n_train:] @ w + b).argmax(1) == y[n_train:]).float().mean().item())
+    return best
+
+
+def probe(p: dict[str, Any], n_train: int) -> dict[str, dict[str, float]]:
+    """What a linear read-out recovers of each scene's colour, shape and direction (chance 0.25) from the
+    discrete track's input (per view, the share of each code: (V * K) numbers) and from the continuous
+    track's (per view, the mean patch feature: (V * D) numbers), scenes [n_train:] held out."""
+    import re
+
+    words = [re.match(r"a (\w+) (\w+) to the (\w+)", c).groups() for c in p["captions"]]
+    labels = {name: torch.tensor([vocab.index(w[k]) for w in words])
+              for k, (name, vocab) in enumerate((("colour", COLOURS), ("shape", SHAPES), ("direction", DIRECTIONS)))}
+    codes = torch.stack([p["codebook"].quantize(f) for f in p["feats"]])  # (N, V, P)
+    inputs = {"codes": torch.nn.functional.one_hot(codes, p["codebook"].size).float().mean(2).flatten(1),
+              "features": torch.stack(p["feats"]).mean(2).flatten(1)}  # (N, V * K), (N, V * D)
+    return {src: {name: linear_probe(x, y, n_train) for name, y in labels.items()} for src, x in inputs.items()}
+
+
 # aggregation, table, plot ---------------------------------------------------------------------------
 
 COLUMNS = [("trainable_params", "trainable params", "{:,.0f}"), ("saved_bytes", "saved bytes", "{:,.0f}"),
@@ -461,7 +498,7 @@ def plot(arms: list[dict[str, Any]], path: Path) -> None:
 
 # processes ----------------------------------------------------------------------------------------
 
-_NOT_PASSED = ("arm", "out", "as_json", "seeds", "arms", "plot")
+_NOT_PASSED = ("arm", "out", "as_json", "seeds", "arms", "plot", "probe")
 
 
 def _run_arm_process(arm: str, seed: int, opts: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -518,10 +555,16 @@ def _main(arm: str | None, out: str | None, as_json: bool, plot: str | None, **o
     from uti.io import atomic_write_json
 
     torch.manual_seed(opts["seed"])
-    out_dir = Path(out or tempfile.mkdtemp(prefix="compare_tracks_"))
-    out_dir.mkdir(parents=True, exist_ok=True)
     if opts["threads"]:
         torch.set_num_threads(opts["threads"])
+    if opts.pop("probe"):  # what each track's input still says about the scene
+        args = type("Args", (), opts)()
+        acc = probe(load_pieces(args), args.train)
+        print(json.dumps(acc) if as_json else "\n".join(
+            f"{src}: " + ", ".join(f"{k} {v:.3f}" for k, v in a.items()) for src, a in acc.items()))
+        return
+    out_dir = Path(out or tempfile.mkdtemp(prefix="compare_tracks_"))
+    out_dir.mkdir(parents=True, exist_ok=True)
     if arm:  # child process: one arm of one seed
         args = type("Args", (), opts)()
         atomic_write_json(out_dir / f"{arm}.json", run_arm(load_pieces(args), args, out_dir, arm))
@@ -575,6 +618,9 @@ def cli() -> None:
     @click.option("--threads", default=0, show_default=True, help="torch CPU threads per process (0: torch default).")
     @click.option("--out", default=None, help="Folder for checkpoints, per-run results, compare_tracks.json.")
     @click.option("--plot", default=None, help="PNG of the gap against steps (default: OUT/compare_tracks.png).")
+    @click.option("--probe", is_flag=True,
+                  help="Only print linear-probe accuracies of colour/shape/direction from each track's input "
+                       "(--train scenes to fit, --held-out to score).")
     @click.option("--arm", type=click.Choice(list(ARMS)), default=None, hidden=True)
     @click.option("--json", "as_json", is_flag=True, help="Print the aggregates as JSON.")
     def main(**kw: Any) -> None:

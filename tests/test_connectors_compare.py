@@ -128,3 +128,15 @@ def test_every_arm_runs_in_its_own_process_and_the_json_names_the_plot(tmp_path)
     assert saved["plot"] == str(plot) and saved["table"].count("\n") == 6
     for r in saved["runs"]["connector"] + saved["runs"]["connector+lora"]:
         assert r["encode_calls_in_loop"] == 0  # captions were encoded before the loop's clock
+
+
+def test_linear_probe_reads_a_linear_label_and_not_noise() -> None:
+    import torch
+
+    ct = _script()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 8, generator=gen)
+    y = x[:, :4].argmax(1)  # a linear function of the inputs
+    assert ct.linear_probe(x, y, 150, steps=200) > 0.9
+    noise = torch.randint(0, 4, (200,), generator=gen)
+    assert ct.linear_probe(x, noise, 150, steps=200) < 0.5

@@ -1,6 +1,6 @@
 """Discrete image tokens vs a continuous connector: same data, same base LM, same loop, several seeds.
 
-    python scripts/compare_tracks.py --threads 1 --out runs/compare      # 5 arms x 3 seeds, CPU
+    python scripts/compare_tracks.py --threads 1 --out runs/compare      # 5 arms x 3 seeds: ~10 CPU-minutes
     python scripts/compare_tracks.py --arms rows,connector --seeds 1 --steps 50
 
 Data: synthetic 2:1 panoramas, each with one coloured shape at a compass direction, captioned like

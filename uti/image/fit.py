@@ -17,7 +17,7 @@ import torch
 from ..errors import InputError
 from ..hashing import hash_safetensors
 from ..io import atomic_write_json
-from .codec import IMAGE_EXTENSIONS
+from .codec import IMAGE_EXTENSIONS, pool_features
 from .e2p import is_panorama, render_plain, render_views
 from .layout import Layout
 from .load import load_image
@@ -35,7 +35,7 @@ class FitResult:
 
 def image_features(paths: Sequence[str | Path], tower: VisionTower, layout: Layout, antialias: int = 1,
                    progress: bool = True, per_image: int | None = None, seed: int = 0,
-                   ) -> tuple[torch.Tensor, list[dict[str, str]]]:
+                   token_grid: Sequence[int] | None = None) -> tuple[torch.Tensor, list[dict[str, str]]]:
     """Patch features (M, D) of all views of `paths` (panoramas -> layout views, others -> one view).
 
     per_image: keep at most this many random patches per image (seeded), which bounds memory on large
@@ -54,7 +54,8 @@ def image_features(paths: Sequence[str | Path], tower: VisionTower, layout: Layo
         h, w = img.shape[:2]
         views = render_views(img, layout, antialias=antialias) if is_panorama(h, w) else render_plain(
             img, layout.tile_size)[None]
-        f = tower.encode(views).reshape(-1, tower.hidden_size).cpu()  # (V * P, D)
+        f = pool_features(tower.encode(views), (tower.grid, tower.grid), token_grid)  # (V, P, D), pooled as the space says
+        f = f.reshape(-1, tower.hidden_size).cpu()  # (V * P, D)
         if per_image is not None and len(f) > per_image:
             f = f[torch.randperm(len(f), generator=gen)[:per_image]]
         feats.append(f)
@@ -70,7 +71,7 @@ def _relative_failure(failure: dict[str, str], images: str | Path) -> dict[str, 
 def fit_codebook_on_images(
     images: str | Path, tower: VisionTower, layout: Layout, size: int, out: str | Path, *, antialias: int = 1,
     held_out: float = 0.25, iters: int = 20, seed: int = 0, metric: str = "euclidean", progress: bool = True,
-    max_vectors: int = 1_000_000,
+    max_vectors: int = 1_000_000, token_grid: Sequence[int] | None = None,
 ) -> FitResult:
     """Fit, save `out` (codebook.safetensors) and `<out>.report.json`; returns the codebook and report."""
     paths = sorted(str(p) for p in Path(images).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
@@ -82,14 +83,14 @@ def fit_codebook_on_images(
     held = [p for i, p in enumerate(paths) if every and i % every == 0 and len(paths) > 1]
     fit = [p for p in paths if p not in held]
     per_image = -(-max_vectors // max(len(fit), 1))  # ceil: about max_vectors fit vectors in total
-    fit_feats, failed = image_features(fit, tower, layout, antialias, progress, per_image, seed)
-    held_feats, failed_held = image_features(held, tower, layout, antialias, progress, per_image, seed + 1)
+    fit_feats, failed = image_features(fit, tower, layout, antialias, progress, per_image, seed, token_grid)
+    held_feats, failed_held = image_features(held, tower, layout, antialias, progress, per_image, seed + 1, token_grid)
     codebook = fit_codebook(fit_feats, size, iters=iters, seed=seed, metric=metric)
     codebook.save(out)
     report = {
         "codebook": Path(out).name, "hash": hash_safetensors(out), "size": size, "dim": codebook.dim, "metric": metric,
         "iters": iters, "seed": seed, "max_vectors": max_vectors, "tower": tower.abi(), "layout": layout.abi(),
-        "antialias": antialias,
+        "antialias": antialias, **({"token_grid": list(token_grid)} if token_grid else {}),
         "fit_images": len(fit), "held_out_images": len(held),
         "failed": [_relative_failure(f, images) for f in failed + failed_held],
         "fit": health_report(codebook, fit_feats),

@@ -114,6 +114,7 @@ def test_budget_of_the_shipped_spaces(tiny_space):
     real = TokenSpace.load("qwen3-siglip2-encodec")
     budget = token_budget(real.abi)
     assert budget["audio"]["tokens_per_second"] == 600 and budget["image"]["patch_grid"] == [27, 27]
+    assert budget["image"]["token_grid"] == [13, 13] and budget["image"]["tokens_per_panorama"] == 1532  # shipped: pooled
 
 
 def _real_budget(grid: int) -> dict:

@@ -36,7 +36,8 @@ def main() -> None:
         "tower": {"name": cfg.assets["vision_tower"], "weights_hash": None, "feature_layer": -1, **TOWER},
         "image_size": TOWER["image_size"], "patch_size": TOWER["patch_size"], "grid": [grid, grid],
         **({"token_grid": list(pooled)} if pooled else {}),
-        "tokens_per_view": pooled[0] * pooled[1] if pooled else grid * grid, "codebook": {"hash": None, **CODEBOOK}, "codebook_size": CODEBOOK["size"],
+        "tokens_per_view": pooled[0] * pooled[1] if pooled else grid * grid,
+        "codebook": {"hash": None, **CODEBOOK}, "codebook_size": CODEBOOK["size"],
     }
     audio = {"model": cfg.assets["audio_codec"], "weights_hash": None, "config_hash": None,
              "bandwidth": cfg.audio["bandwidth"], **ENCODEC}

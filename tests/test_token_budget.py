@@ -17,10 +17,10 @@ from test_image_codec import ASSETS, make_image_space
 from uti.build import SpaceConfig, TextConfig, build_space
 from uti.cli import main
 from uti.errors import ConfigError, SpaceError
-from uti.image.codec import ImageCodec, from_ids, image_abi_section, parse_token_grid, pool_features, to_ids
+from uti.image.codec import ImageCodec, from_ids, image_abi_section, to_ids
+from uti.image.pool import parse_token_grid, pool_features
 from uti.image.e2p import render_views
 from uti.image.load import load_image
-from uti.image.vq import Codebook
 from uti.space import TokenSpace, token_budget
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,7 +63,8 @@ def test_pool_refuses_a_larger_grid():
 
 
 def test_parse_token_grid():
-    assert parse_token_grid("13x13") == [13, 13] and parse_token_grid("9") == [9, 9] and parse_token_grid("2X3") == [2, 3]
+    assert parse_token_grid("13x13") == [13, 13] and parse_token_grid("9") == [9, 9]
+    assert parse_token_grid("2X3") == [2, 3]
     for bad in ("0x3", "a", "3x", "1x2x3", "-1"):
         with pytest.raises(Exception, match="not HxW"):
             parse_token_grid(bad)
@@ -114,7 +115,8 @@ def test_budget_of_the_shipped_spaces(tiny_space):
     real = TokenSpace.load("qwen3-siglip2-encodec")
     budget = token_budget(real.abi)
     assert budget["audio"]["tokens_per_second"] == 600 and budget["image"]["patch_grid"] == [27, 27]
-    assert budget["image"]["token_grid"] == [13, 13] and budget["image"]["tokens_per_panorama"] == 1532  # shipped: pooled
+    assert budget["image"]["token_grid"] == [13, 13]  # shipped pooled
+    assert budget["image"]["tokens_per_panorama"] == 1532
 
 
 def _real_budget(grid: int) -> dict:

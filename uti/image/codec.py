@@ -39,7 +39,6 @@ from .. import specials as S
 from ..codec import Encoded
 from ..config import from_dict
 from ..dtypes import dtype_name
-from ..schema import read_json_file
 from ..space import identity_diff
 from ..errors import (
     ConfigError,
@@ -52,11 +51,11 @@ from ..errors import (
 from .e2p import is_panorama, render_plain, render_views, view_geometry
 from .layout import Layout
 from .load import load_image
+from .pool import canonical_token_grid, check_fit_grid, pool_features
 from .vision import VisionTower
 from .vq import Codebook
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageCodec", "ImageConfig", "decode_codes", "from_ids", "image_abi_section",
-           "canonical_token_grid", "parse_token_grid", "pool_features", "to_ids"]
+__all__ = ["IMAGE_EXTENSIONS", "ImageCodec", "ImageConfig", "decode_codes", "from_ids", "image_abi_section", "to_ids"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif")
 
@@ -93,44 +92,8 @@ def image_abi_section(section_cfg: dict[str, Any], assets: dict[str, Path | str]
         raise MissingAssetError(f"codebook {assets['codebook']} not found; fit one with `uti codebook fit`")
     tower = VisionTower.from_pretrained(assets["vision_tower"], feature_layer=cfg.feature_layer)
     section = _section(layout, cfg.antialias, tower, Codebook.load(assets["codebook"]), cfg.token_grid)
-    _check_fit_grid(Path(assets["codebook"]), section.get("token_grid"))
+    check_fit_grid(Path(assets["codebook"]), section.get("token_grid"))
     return section
-
-
-def _check_fit_grid(codebook: Path, pooled: list[int] | None) -> None:
-    """Refuse a codebook whose fit report (`<codebook>.report.json` from `uti codebook fit`, when present) says
-    it was fit on features pooled to another grid than the space quantises (absent in both: no pooling)."""
-    report = Path(f"{codebook}.report.json")
-    if not report.is_file():
-        return
-    fitted = read_json_file(report, 1 << 20, ConfigError, "codebook fit report")
-    fitted = fitted.get("token_grid") if isinstance(fitted, dict) else None
-    if fitted != pooled:
-        def say(grid: Any) -> str:
-            return "unpooled patch features" if grid is None else f"features pooled to {str(grid)[:40]}"
-
-        raise ConfigError(f"codebook {codebook.name} was fit on {say(fitted)} but the space quantises {say(pooled)}; "
-                          "re-fit it with `uti codebook fit --token-grid` matching image.token_grid")
-
-
-def parse_token_grid(text: str) -> list[int]:
-    """A command line's token grid: "HxW" (e.g. "13x13") or "N" (N x N) -> [h, w]."""
-    parts = text.lower().split("x") if "x" in text.lower() else [text, text]
-    if len(parts) != 2 or not all(p.strip().isdigit() and 1 <= int(p) <= 4096 for p in parts):
-        raise InputError(f"token grid {text[:40]!r} is not HxW or N with positive integers (e.g. 13x13 or 13)")
-    return [int(parts[0]), int(parts[1])]
-
-
-def canonical_token_grid(tower: VisionTower, token_grid: Sequence[int] | None) -> list[int] | None:
-    """The pooled grid to record: None when absent or equal to the tower's patch grid (no pooling; one
-    spelling per ABI); one larger than the patch grid is refused."""
-    if token_grid is None or list(token_grid) == [tower.grid, tower.grid]:
-        return None
-    h, w = (int(v) for v in token_grid)
-    if h > tower.grid or w > tower.grid:
-        raise ConfigError(f"image.token_grid {[h, w]} is larger than the tower's {tower.grid}x{tower.grid} patch grid; "
-                          "pooling only shrinks, give at most the patch grid")
-    return [h, w]
 
 
 def _section(layout: Layout, antialias: int, tower: VisionTower, codebook: Codebook,
@@ -138,7 +101,7 @@ def _section(layout: Layout, antialias: int, tower: VisionTower, codebook: Codeb
     if codebook.dim != tower.hidden_size:
         raise ConfigError(f"codebook dim {codebook.dim} != tower hidden size {tower.hidden_size}; re-fit the codebook")
     tower_abi = tower.abi()
-    pooled = canonical_token_grid(tower, token_grid)
+    pooled = canonical_token_grid(tower.grid, token_grid)
     return {
         "layout": layout.abi(),
         "antialias": antialias,
@@ -152,22 +115,6 @@ def _section(layout: Layout, antialias: int, tower: VisionTower, codebook: Codeb
         "codebook": codebook.abi(),
         "codebook_size": codebook.size,
     }
-
-
-def pool_features(feats: torch.Tensor, grid: Sequence[int], token_grid: Sequence[int] | None) -> torch.Tensor:
-    """Patch features (V, gh*gw, D) in row-major patch order -> (V, h*w, D) average-pooled to `token_grid`
-    [h, w] (`torch.nn.functional.adaptive_avg_pool2d`: deterministic, and the exact mean over gh/h x gw/w
-    blocks when they divide); `token_grid` None returns `feats` unchanged."""
-    if token_grid is None:
-        return feats
-    (gh, gw), (h, w) = (int(v) for v in grid), (int(v) for v in token_grid)
-    v, p, d = feats.shape
-    if p != gh * gw or not (1 <= h <= gh and 1 <= w <= gw):
-        raise ConfigError(f"cannot pool {p} patch features of a {gh}x{gw} grid to {h}x{w}; the token grid must fit "
-                          "inside the patch grid")
-    x = feats.reshape(v, gh, gw, d).permute(0, 3, 1, 2)  # (V, D, gh, gw)
-    x = torch.nn.functional.adaptive_avg_pool2d(x, (h, w))  # (V, D, h, w)
-    return x.permute(0, 2, 3, 1).reshape(v, h * w, d)
 
 
 class ImageCodec:

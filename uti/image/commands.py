@@ -38,7 +38,7 @@ def codebook_fit(space_ref: str, images: str, size: int, out: str, held_out: flo
     """k-means codebook over patch features of IMAGES; writes OUT and OUT.report.json."""
     from ..cli_base import emit_json
     from ..space import TokenSpace
-    from .codec import canonical_token_grid, parse_token_grid
+    from .pool import canonical_token_grid, parse_token_grid
     from .fit import fit_codebook_on_images
     from .vision import VisionTower
 
@@ -48,7 +48,7 @@ def codebook_fit(space_ref: str, images: str, size: int, out: str, held_out: flo
     sp.require_assets("vision_tower")
     section = sp.abi["image"]
     tower = VisionTower.from_pretrained(sp.asset("vision_tower"), feature_layer=section["feature_layer"])
-    grid = canonical_token_grid(tower, parse_token_grid(token_grid) if token_grid else section.get("token_grid"))
+    grid = canonical_token_grid(tower.grid, parse_token_grid(token_grid) if token_grid else section.get("token_grid"))
     result = fit_codebook_on_images(images, tower, Layout.from_abi(section["layout"]), size, out,
                                     antialias=section.get("antialias", 1), held_out=held_out, iters=iters,
                                     seed=seed, metric=metric, max_vectors=max_vectors,

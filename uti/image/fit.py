@@ -17,7 +17,8 @@ import torch
 from ..errors import InputError
 from ..hashing import hash_safetensors
 from ..io import atomic_write_json
-from .codec import IMAGE_EXTENSIONS, pool_features
+from .codec import IMAGE_EXTENSIONS
+from .pool import pool_features
 from .e2p import is_panorama, render_plain, render_views
 from .layout import Layout
 from .load import load_image
@@ -54,7 +55,7 @@ def image_features(paths: Sequence[str | Path], tower: VisionTower, layout: Layo
         h, w = img.shape[:2]
         views = render_views(img, layout, antialias=antialias) if is_panorama(h, w) else render_plain(
             img, layout.tile_size)[None]
-        f = pool_features(tower.encode(views), (tower.grid, tower.grid), token_grid)  # (V, P, D), pooled as the space says
+        f = pool_features(tower.encode(views), (tower.grid, tower.grid), token_grid)  # (V, P, D), P pooled if asked
         f = f.reshape(-1, tower.hidden_size).cpu()  # (V * P, D)
         if per_image is not None and len(f) > per_image:
             f = f[torch.randperm(len(f), generator=gen)[:per_image]]

@@ -1,7 +1,9 @@
 """Write token_spaces/qwen3-siglip2-encodec/token_space.json without the model weights.
 
 The ABI is composed from the published architecture of Qwen3 (config.vocab_size 151936), SigLIP2
-SO400M patch14-384 (width 1152, mean/std 0.5) and EnCodec 24 kHz (75 Hz, 8 x 1024 codes at 6 kbps).
+SO400M patch14-384 (width 1152, mean/std 0.5, a 27x27 patch grid) and EnCodec 24 kHz (75 Hz, 8 x 1024 codes
+at 6 kbps). The image token grid comes from space.yaml's `image.token_grid` (13x13: 169 codes per view of
+the 27x27 patch features average-pooled; absent: 729).
 Content hashes are null (unpinned): a space built with `uti space build` on a machine holding the
 weights pins them, and its hash then differs, as it should.
 """
@@ -28,11 +30,14 @@ def main() -> None:
     cfg = from_dict(SpaceConfig, read_config_file(OUT / "space.yaml"))
     layout = Layout(**cfg.image["layout"])
     grid = TOWER["image_size"] // TOWER["patch_size"]
+    pooled = cfg.image.get("token_grid")  # [h, w] or None (no pooling)
     image = {
         "layout": layout.abi(), "antialias": 1, "feature_layer": -1,
         "tower": {"name": cfg.assets["vision_tower"], "weights_hash": None, "feature_layer": -1, **TOWER},
         "image_size": TOWER["image_size"], "patch_size": TOWER["patch_size"], "grid": [grid, grid],
-        "tokens_per_view": grid * grid, "codebook": {"hash": None, **CODEBOOK}, "codebook_size": CODEBOOK["size"],
+        **({"token_grid": list(pooled)} if pooled else {}),
+        "tokens_per_view": pooled[0] * pooled[1] if pooled else grid * grid,
+        "codebook": {"hash": None, **CODEBOOK}, "codebook_size": CODEBOOK["size"],
     }
     audio = {"model": cfg.assets["audio_codec"], "weights_hash": None, "config_hash": None,
              "bandwidth": cfg.audio["bandwidth"], **ENCODEC}

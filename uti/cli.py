@@ -59,6 +59,26 @@ def space_show(ref: str, as_json: bool) -> None:
     for name, (start, stop) in info["ranges"].items():
         click.echo(f"  {name:<10} [{start:>7}, {stop:>7})  {stop - start:>7} IDs")
     click.echo(f"  specials: {', '.join(f'{s}={i}' for s, i in info['specials'].items())}")
+    for line in _budget_lines(info["budget"]):
+        click.echo(f"  {line}")
+
+
+def _budget_lines(budget: dict) -> list[str]:
+    """`uti space show`'s token budget: image tokens per view / panorama, audio tokens per second."""
+    lines = []
+    if "image" in budget:
+        im = budget["image"]
+        pooled = f" (patch grid {'x'.join(map(str, im['patch_grid']))} pooled)" if (
+            im["patch_grid"] and im["token_grid"] != im["patch_grid"]) else ""
+        grid = f" = {'x'.join(map(str, im['token_grid']))}{pooled}" if im["token_grid"] else ""
+        lines.append(f"image: {im['tokens_per_view']} tokens per view{grid}; {im['tokens_per_panorama']} per panorama "
+                     f"({im['views_per_panorama']} views, markers included); {im['tokens_per_plain_image']} per plain "
+                     "image")
+    if "audio" in budget:
+        au = budget["audio"]
+        lines.append(f"audio: {au['tokens_per_second']} tokens per second ({au['frame_rate']} frames/s x "
+                     f"{au['num_codebooks']} codebooks; + 2 markers per clip)")
+    return lines
 
 
 @space.command("verify")

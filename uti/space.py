@@ -41,7 +41,7 @@ from .schema import HEX_HASH, Bool, Const, Int, ListOf, MapOf, Num, Obj, Opt, Sp
 from .specials import BASE_SPECIALS
 
 __all__ = ["IdRange", "TokenSpace", "identity_diff", "spaces_dir", "known_spaces", "DEFAULT_SPACE", "SCHEMA", "LIMITS",
-           "ABI_SCHEMA", "FILE_SCHEMA", "validate_abi", "derive_ranges"]
+           "ABI_SCHEMA", "FILE_SCHEMA", "validate_abi", "derive_ranges", "token_budget"]
 
 SCHEMA = 1
 FORMAT = "uti-token-space"
@@ -171,6 +171,7 @@ _CODEBOOK = Obj({"hash": Opt(HEX_HASH), "size": Int(1, LIMITS["image_codebook_si
                  "metric": Str(choices=("euclidean", "cosine"))}, name="the codebook mapping")
 _IMAGE = Obj({"layout": _LAYOUT, "antialias": Int(1, 8), "tower": _TOWER, "feature_layer": Int(-1024, 1024),
               "image_size": _PIX, "patch_size": _PIX, "grid": ListOf(Int(1, LIMITS["grid"]), 2, 2),
+              "token_grid": ListOf(Int(1, LIMITS["grid"]), 2, 2),  # optional: patches average-pooled to it
               "tokens_per_view": Int(1, LIMITS["grid"] ** 2), "codebook": _CODEBOOK,
               "codebook_size": Int(1, LIMITS["image_codebook_size"])},
              required=("codebook_size", "layout"), name="the image section mapping (omit the key for no images)")
@@ -263,6 +264,23 @@ def derive_ranges(abi: dict) -> tuple[dict[str, IdRange], int]:
     total = -(-cursor // multiple) * multiple
     add("padding", total - cursor)
     return ranges, total
+
+
+def token_budget(abi: dict) -> dict[str, Any]:
+    """What content costs in IDs under a valid `abi`: per image view, per panorama and per plain image
+    (`uti.modalities.image.image_budget`: markers included) and per second of audio (frame rate x codebook
+    levels; a clip adds its two markers). A modality the abi lacks is absent."""
+    from .modalities.image import image_budget
+
+    out: dict[str, Any] = {}
+    if "image" in abi:
+        out["image"] = image_budget(abi["image"])
+    audio = abi.get("audio")
+    if audio is not None and "frame_rate" in audio:
+        per_second = audio["frame_rate"] * audio["num_codebooks"]
+        out["audio"] = {"frame_rate": audio["frame_rate"], "num_codebooks": audio["num_codebooks"],
+                        "tokens_per_second": int(per_second) if float(per_second).is_integer() else per_second}
+    return out
 
 
 def _summary(found: list[str]) -> str:
@@ -514,10 +532,11 @@ class TokenSpace:
                                     f"({self.path or 'in memory'}) has hash {self.hash}")
 
     def describe(self) -> dict:
-        """Summary for `uti space show`."""
+        """Summary for `uti space show` (`budget`: tokens per image view, panorama and audio second)."""
         return {"name": self.name, "hash": self.hash, "path": str(self.path) if self.path else None,
                 "total": self.total, "ranges": {k: r.as_list() for k, r in self.ranges.items()},
-                "specials": self.specials, "assets": self.assets, "modalities": self.modalities}
+                "specials": self.specials, "assets": self.assets, "modalities": self.modalities,
+                "budget": token_budget(self.abi)}
 
     def __repr__(self) -> str:
         return f"TokenSpace(name={self.name!r}, hash={self.hash[:12]}…, total={self.total})"

@@ -1,7 +1,11 @@
 """The image codec: image -> E2P views -> SigLIP patch features -> codebook codes, and back to features.
 
 Encode: a 2:1 image is a panorama and becomes `layout.num_views` views (global view first, then tiles);
-any other image is one plain view. Every view gives P = g x g patch codes (g = image_size / patch_size).
+any other image is one plain view. Every view gives P = g x g patch codes (g = image_size / patch_size), or,
+when the ABI sets `token_grid: [h, w]`, P = h x w codes of its patch features average-pooled to that grid
+before quantisation (`pool_features`: the token budget, e.g. SigLIP2 SO400M/14 at 384 px: 27x27 = 729,
+13x13 = 169 or 9x9 = 81 per view). The codebook must then be fit on pooled features (`uti codebook fit`
+pools as the space says).
 
 ID stream (`to_ids`), strictly parsed back by `from_ids`::
 
@@ -48,6 +52,7 @@ from ..errors import (
 from .e2p import is_panorama, render_plain, render_views, view_geometry
 from .layout import Layout
 from .load import load_image
+from .pool import canonical_token_grid, check_fit_grid, pool_features
 from .vision import VisionTower
 from .vq import Codebook
 
@@ -63,10 +68,15 @@ class ImageConfig:
     layout: dict[str, Any] = field(default_factory=dict)  # Layout fields (fov, overlap, pitches, tile_size, ...)
     antialias: int = 1
     feature_layer: int = -1
+    token_grid: list[int] | None = None  # [h, w]: pool each view's patch features to this grid (None: no pooling)
 
     def __post_init__(self) -> None:
         if not isinstance(self.antialias, int) or not 1 <= self.antialias <= 8:
             raise ConfigError(f"image.antialias must be an integer in [1, 8], got {self.antialias!r}")
+        grid = self.token_grid
+        if grid is not None and not (isinstance(grid, (list, tuple)) and len(grid) == 2 and all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in grid)):
+            raise ConfigError(f"image.token_grid must be two positive integers [h, w], got {str(grid)[:60]}")
 
 
 def image_abi_section(section_cfg: dict[str, Any], assets: dict[str, Path | str]) -> dict[str, Any]:
@@ -82,13 +92,17 @@ def image_abi_section(section_cfg: dict[str, Any], assets: dict[str, Path | str]
     if not Path(assets["codebook"]).is_file():
         raise MissingAssetError(f"codebook {assets['codebook']} not found; fit one with `uti codebook fit`")
     tower = VisionTower.from_pretrained(assets["vision_tower"], feature_layer=cfg.feature_layer)
-    return _section(layout, cfg.antialias, tower, Codebook.load(assets["codebook"]))
+    section = _section(layout, cfg.antialias, tower, Codebook.load(assets["codebook"]), cfg.token_grid)
+    check_fit_grid(Path(assets["codebook"]), section.get("token_grid"))
+    return section
 
 
-def _section(layout: Layout, antialias: int, tower: VisionTower, codebook: Codebook) -> dict[str, Any]:
+def _section(layout: Layout, antialias: int, tower: VisionTower, codebook: Codebook,
+             token_grid: Sequence[int] | None = None) -> dict[str, Any]:
     if codebook.dim != tower.hidden_size:
         raise ConfigError(f"codebook dim {codebook.dim} != tower hidden size {tower.hidden_size}; re-fit the codebook")
     tower_abi = tower.abi()
+    pooled = canonical_token_grid(tower.grid, token_grid)
     return {
         "layout": layout.abi(),
         "antialias": antialias,
@@ -97,7 +111,8 @@ def _section(layout: Layout, antialias: int, tower: VisionTower, codebook: Codeb
         "image_size": tower.image_size,
         "patch_size": tower.patch_size,
         "grid": [tower.grid, tower.grid],
-        "tokens_per_view": tower.num_patches,
+        **({"token_grid": pooled} if pooled else {}),  # absent = no pooling: such spaces keep their hash
+        "tokens_per_view": pooled[0] * pooled[1] if pooled else tower.num_patches,
         "codebook": codebook.abi(),
         "codebook_size": codebook.size,
     }
@@ -109,10 +124,12 @@ class ImageCodec:
     modality = "image"
     num_codebooks = 1
 
-    def __init__(self, tower: VisionTower, codebook: Codebook, layout: Layout, antialias: int = 1) -> None:
+    def __init__(self, tower: VisionTower, codebook: Codebook, layout: Layout, antialias: int = 1,
+                 token_grid: Sequence[int] | None = None) -> None:
         self.tower, self.layout, self.antialias = tower, layout, antialias
         self.codebook = codebook.to(tower.device)
-        self._abi = _section(layout, antialias, tower, codebook)
+        self._abi = _section(layout, antialias, tower, codebook, token_grid)
+        self.grid = self._abi.get("token_grid", self._abi["grid"])  # codes per view side [h, w]
 
     @classmethod
     def from_space(cls, space: Any, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
@@ -130,7 +147,7 @@ class ImageCodec:
         codebook = Codebook.load(space.asset("codebook"))
         space.check_asset("vision_tower", tower.weights_hash)  # the one pin check (uti.assets.check_pin)
         space.check_asset("codebook", codebook.content_hash())
-        codec = cls(tower, codebook, Layout.from_abi(want["layout"]), want["antialias"])
+        codec = cls(tower, codebook, Layout.from_abi(want["layout"]), want["antialias"], want.get("token_grid"))
         _check_same(want, codec.abi(), space)
         return codec
 
@@ -140,7 +157,7 @@ class ImageCodec:
 
     @property
     def tokens_per_view(self) -> int:
-        return self.tower.num_patches
+        return self._abi["tokens_per_view"]
 
     def abi(self) -> dict[str, Any]:
         return dict(self._abi)
@@ -161,12 +178,14 @@ class ImageCodec:
             views = render_plain(img, self.layout.tile_size)[None]
             geo, kind = [{"kind": "plain", "index": 0, "yaw": None, "pitch": None, "fov": None}], "plain"
         meta = {"kind": kind, "input_size": [int(h), int(w)], "layout": self.layout.abi(), "views": geo,
-                "grid": [self.tower.grid, self.tower.grid], "compute_dtype": dtype_name(self.tower.dtype)}
+                "grid": list(self.grid), "compute_dtype": dtype_name(self.tower.dtype)}
         return views, meta
 
     def quantize(self, feats: torch.Tensor) -> torch.Tensor:
-        """Features (V, P, D) -> codes (V, P) long, on the CPU."""
-        return self.codebook.quantize(feats).cpu()
+        """Patch features (V, g*g, D) -> codes (V, P) long, on the CPU, pooled to the token grid first
+        (`pool_features`; P = h*w, or g*g with no pooling)."""
+        pooled = pool_features(feats, self._abi["grid"], self._abi.get("token_grid"))
+        return self.codebook.quantize(pooled).cpu()
 
     def encode(self, x: np.ndarray | str | Path) -> Encoded:
         """An image (file path or (H, W, 3) uint8 RGB array) -> Encoded(codes (V, P), meta)."""
@@ -205,7 +224,7 @@ class ImageCodec:
 
     def decode(self, encoded: Encoded) -> dict[str, Any]:
         """Codes (V, P) -> codebook features and geometry; see `decode_codes`."""
-        return decode_codes(encoded.codes, self.codebook, self.layout, self.tower.grid)
+        return decode_codes(encoded.codes, self.codebook, self.layout, self.grid)
 
 
 # --- batch encoding across images (`ImageCodec.encode_stream`) ------------------------------------------
@@ -287,18 +306,20 @@ def _finished(order: deque[_Pending]) -> Iterator[tuple[Encoded | None, Exceptio
             yield Encoded(torch.cat(pending.codes).clone(), pending.meta), None
 
 
-def decode_codes(codes: Any, codebook: Codebook, layout: Layout, grid: int) -> dict[str, Any]:
-    """Codes (V, P) -> {"features": (V, P, D) float32, "kind", "views": [...], "grid": [g, g], "lon"/"lat"}.
+def decode_codes(codes: Any, codebook: Codebook, layout: Layout, grid: int | Sequence[int]) -> dict[str, Any]:
+    """Codes (V, P) -> {"features": (V, P, D) float32, "kind", "views": [...], "grid": [h, w], "lon"/"lat"}.
 
-    Needs no vision tower. lon/lat are (V, g, g) degrees of the patch centres, given for panoramas only
-    (a plain view has no sphere geometry).
+    `grid` is the token grid (g for g x g, or [h, w]; a pooled space's pooled grid). Needs no vision tower.
+    lon/lat are (V, h, w) degrees of the code cells' centres, given for panoramas only (a plain view has no
+    sphere geometry).
     """
+    h, w = (grid, grid) if isinstance(grid, int) else (int(grid[0]), int(grid[1]))
     codes = torch.as_tensor(codes)
-    if codes.ndim != 2 or codes.shape[1] != grid * grid:
-        raise TokenRangeError(f"image codes must be (views, {grid * grid}), got {tuple(codes.shape)}")
-    out: dict[str, Any] = {"features": codebook.lookup(codes).cpu(), "grid": [grid, grid]}
+    if codes.ndim != 2 or codes.shape[1] != h * w:
+        raise TokenRangeError(f"image codes must be (views, {h * w}), got {tuple(codes.shape)}")
+    out: dict[str, Any] = {"features": codebook.lookup(codes).cpu(), "grid": [h, w]}
     if codes.shape[0] == layout.num_views:
-        lon, lat = view_geometry(layout, (grid, grid))
+        lon, lat = view_geometry(layout, (h, w))
         views = [{"kind": v.kind, "index": v.index, "yaw": v.yaw, "pitch": v.pitch, "fov": v.fov}
                  for v in layout.views()]
         out.update(kind="panorama", views=views, lon=torch.from_numpy(lon), lat=torch.from_numpy(lat))
@@ -378,4 +399,5 @@ def from_ids(ids: Any, space: Any) -> Encoded:
             raise TokenRangeError(f"view {v} starts with ID {chunk[0]}; expected view marker ID {expected[v]}")
         rows.append(space.ranges["image"].to_local(chunk[1:]))
     codes = torch.tensor(rows, dtype=torch.long)  # (V, P)
-    return Encoded(codes, {"kind": "plain" if num_views == 1 else "panorama", "grid": section["grid"]})
+    return Encoded(codes, {"kind": "plain" if num_views == 1 else "panorama",
+                           "grid": section.get("token_grid", section["grid"])})

@@ -33,12 +33,15 @@ def codebook() -> None:
 @click.option("--max-vectors", default=1_000_000, show_default=True, type=click.IntRange(1),
               help="Cap on fit vectors (random patches, spread evenly over images) to bound memory.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the k-means initialisation.")
+@click.option("--token-grid", default=None, help="Pool each view's patch features to HxW (e.g. 13x13) before fitting, "
+              "for a space with that image.token_grid [default: the space's token_grid, else no pooling].")
 @click.option("--json", "as_json", is_flag=True, help="Print the health report as JSON.")
 def codebook_fit(space_ref: str, images: str, size: int, out: str, held_out: float, rotations: int, mirror: bool,
-                 iters: int, metric: str, max_vectors: int, seed: int, as_json: bool) -> None:
+                 iters: int, metric: str, max_vectors: int, seed: int, token_grid: str | None, as_json: bool) -> None:
     """k-means codebook over patch features of IMAGES; writes OUT and OUT.report.json."""
     from ..cli_base import emit_json
     from ..space import TokenSpace
+    from .pool import canonical_token_grid, parse_token_grid
     from .fit import fit_codebook_on_images
     from .vision import VisionTower
 
@@ -48,10 +51,12 @@ def codebook_fit(space_ref: str, images: str, size: int, out: str, held_out: flo
     sp.require_assets("vision_tower")
     section = sp.abi["image"]
     tower = VisionTower.from_pretrained(sp.asset("vision_tower"), feature_layer=section["feature_layer"])
+    grid = canonical_token_grid(tower.grid, parse_token_grid(token_grid) if token_grid else section.get("token_grid"))
     result = fit_codebook_on_images(images, tower, Layout.from_abi(section["layout"]), size, out,
                                     antialias=section.get("antialias", 1), held_out=held_out, iters=iters,
                                     seed=seed, metric=metric, max_vectors=max_vectors,
-                                    rotations=rotations, mirror=mirror)
+                                    rotations=rotations, mirror=mirror,
+                                    token_grid=grid)  # fit on what the space will quantise
     if as_json:
         emit_json(result.report)
         return

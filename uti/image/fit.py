@@ -28,6 +28,7 @@ from ..errors import InputError
 from ..hashing import hash_safetensors
 from ..io import atomic_write_json
 from .codec import IMAGE_EXTENSIONS
+from .pool import pool_features
 from .e2p import is_panorama, render_plain, render_views
 from .layout import Layout
 from .load import load_image
@@ -47,7 +48,8 @@ class FitResult:
 
 def image_features(paths: Sequence[str | Path], tower: VisionTower, layout: Layout, antialias: int = 1,
                    progress: bool = True, per_image: int | None = None, seed: int = 0, rotations: int = 1,
-                   mirror: bool = False) -> tuple[torch.Tensor, list[dict[str, str]]]:
+                   mirror: bool = False, token_grid: Sequence[int] | None = None,
+                   ) -> tuple[torch.Tensor, list[dict[str, str]]]:
     """Patch features (M, D) of all views of `paths` (panoramas -> layout views, others -> one view), of
     each of its renderings (`renderings`: `rotations` yaw rotations, times two with `mirror`).
 
@@ -67,7 +69,8 @@ def image_features(paths: Sequence[str | Path], tower: VisionTower, layout: Layo
         n = (rotations if is_panorama(*img.shape[:2]) else 1) * (2 if mirror else 1)  # renderings of this image
         keep = None if per_image is None else -(-per_image // n)  # ceil: per_image over all renderings
         for v in renderings(img, layout, antialias, rotations, mirror):
-            f = tower.encode(v).reshape(-1, tower.hidden_size).cpu()  # (V * P, D)
+            f = pool_features(tower.encode(v), (tower.grid, tower.grid), token_grid)  # (V, P, D), P pooled if asked
+            f = f.reshape(-1, tower.hidden_size).cpu()  # (V * P, D)
             if keep is not None and len(f) > keep:
                 f = f[torch.randperm(len(f), generator=gen)[:keep]]
             feats.append(f)
@@ -113,6 +116,7 @@ def fit_codebook_on_images(
     images: str | Path, tower: VisionTower, layout: Layout, size: int, out: str | Path, *, antialias: int = 1,
     held_out: float = 0.25, iters: int = 20, seed: int = 0, metric: str = "euclidean", progress: bool = True,
     max_vectors: int = 1_000_000, rotations: int = 1, mirror: bool = False,
+    token_grid: Sequence[int] | None = None,
 ) -> FitResult:
     """Fit, save `out` (codebook.safetensors) and `<out>.report.json`; returns the codebook and report.
 
@@ -127,15 +131,17 @@ def fit_codebook_on_images(
     _check_rotations(rotations)
     fit, held = split_images(paths, held_out)
     per_image = -(-max_vectors // max(len(fit), 1))  # ceil: about max_vectors fit vectors in total
-    fit_feats, failed = image_features(fit, tower, layout, antialias, progress, per_image, seed, rotations, mirror)
+    fit_feats, failed = image_features(fit, tower, layout, antialias, progress, per_image, seed, rotations, mirror,
+                                       token_grid)
     held_feats, failed_held = image_features(held, tower, layout, antialias, progress, per_image, seed + 1,
-                                             rotations, mirror)
+                                             rotations, mirror, token_grid)
     codebook = fit_codebook(fit_feats, size, iters=iters, seed=seed, metric=metric)
     codebook.save(out)
     report = {
         "codebook": Path(out).name, "hash": hash_safetensors(out), "size": size, "dim": codebook.dim, "metric": metric,
         "iters": iters, "seed": seed, "max_vectors": max_vectors, "tower": tower.abi(), "layout": layout.abi(),
         "antialias": antialias, "rotations": rotations, "mirror": mirror, "held_out_fraction": held_out,
+        **({"token_grid": list(token_grid)} if token_grid else {}),
         "fit_images": len(fit), "held_out_images": len(held),
         "failed": [_relative_failure(f, images) for f in failed + failed_held],
         "fit": health_report(codebook, fit_feats),

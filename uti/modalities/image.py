@@ -21,7 +21,8 @@ from .. import specials as S
 from ..codecs import ModalityCodec, Ranges, register_codec
 from ..errors import InputError, SpaceError
 
-__all__ = ["ImageMeta", "ImageModality", "ImageGrammar", "ViewMeta", "codes_per_view", "is_image_file"]
+__all__ = ["ImageMeta", "ImageModality", "ImageGrammar", "ViewMeta", "codes_per_view", "image_budget", "is_image_file",
+           "token_grid"]
 
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
 
@@ -45,7 +46,7 @@ class ImageMeta:
     input_size: list[int] | None = None  # [height, width] of the input image
     layout: dict[str, Any] | None = None  # the space's layout abi (the decoder checks it is that)
     views: list[ViewMeta] | None = None
-    grid: list[int] | None = None  # patches per view side, [g, g]
+    grid: list[int] | None = None  # codes per view side [h, w]: the token grid (the patch grid unless pooled)
     compute_dtype: Literal["float32", "bfloat16", "float16"] | None = None  # the tower's dtype (uti.dtypes)
 
     def __post_init__(self) -> None:
@@ -69,17 +70,57 @@ def is_image_file(path: Path) -> bool:
     return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
+def token_grid(image_abi: dict) -> list[int]:
+    """Codes per view side [h, w] of `abi.image`: its `token_grid` (patch features average-pooled to it before
+    quantisation), else its patch `grid` (no pooling)."""
+    grid = image_abi.get("token_grid", image_abi.get("grid"))
+    if isinstance(grid, (list, tuple)) and len(grid) == 2:
+        return [int(grid[0]), int(grid[1])]
+    raise SpaceError("abi.image names no token grid (token_grid or grid); rebuild the space with `uti space build`")
+
+
 def codes_per_view(image_abi: dict) -> int:
-    """Image codes per view P, read from `abi.image` (`tokens_per_view`, `codes_per_view`, `num_patches` or `grid`)."""
+    """Image codes per view P, read from `abi.image` (`tokens_per_view`, `codes_per_view`, `num_patches`,
+    `token_grid` or `grid`)."""
     for key in ("tokens_per_view", "codes_per_view", "num_patches"):
         if isinstance(image_abi.get(key), int):
             return image_abi[key]
     grid = image_abi.get("grid")
     if isinstance(grid, int):
         return grid * grid
-    if isinstance(grid, (list, tuple)) and len(grid) == 2:
-        return int(grid[0]) * int(grid[1])
-    raise SpaceError("abi.image names no codes-per-view count (tokens_per_view, codes_per_view, num_patches or grid)")
+    h, w = token_grid(image_abi)
+    return h * w
+
+
+def image_budget(image_abi: dict) -> dict[str, Any]:
+    """Tokens an image costs in a space with this valid `abi.image`: codes per view, views of a panorama
+    (global view included), and IDs of a whole panorama and of a plain image (markers included: image start,
+    one marker per view, image end)."""
+    per_view, views = codes_per_view(image_abi), len(_view_names(image_abi))
+    return {"patch_grid": list(image_abi["grid"]) if "grid" in image_abi else None,
+            "token_grid": token_grid(image_abi) if "grid" in image_abi or "token_grid" in image_abi else None,
+            "tokens_per_view": per_view, "views_per_panorama": views,
+            "tokens_per_panorama": views * (per_view + 1) + 2, "tokens_per_plain_image": per_view + 3}
+
+
+def _grid_problems(section: dict) -> list[str]:
+    """Problems of a schema-valid `abi.image`'s grids: `token_grid` (pooling) needs the patch `grid`, must fit
+    inside it and differ from it (omit it for no pooling: one spelling per ABI); `tokens_per_view` must be the
+    product of the token grid."""
+    where, grid, pooled = "abi.image", section.get("grid"), section.get("token_grid")
+    if pooled is not None and grid is None:
+        return [f"{where}.token_grid {pooled} needs the patch grid {where}.grid it pools; add it"]
+    if pooled is not None and (pooled[0] > grid[0] or pooled[1] > grid[1]):
+        return [f"{where}.token_grid {pooled} is larger than the patch grid {grid}; pooling only shrinks, "
+                "use a grid of at most the patch grid's size"]
+    if pooled is not None and list(pooled) == list(grid):
+        return [f"{where}.token_grid {pooled} equals the patch grid; omit token_grid for no pooling"]
+    per_view, counted = section.get("tokens_per_view"), pooled or grid
+    if per_view is not None and counted is not None and per_view != counted[0] * counted[1]:
+        name = "token_grid" if pooled else "grid"
+        return [f"{where}.tokens_per_view is {per_view}, but {where}.{name} {counted} gives {counted[0] * counted[1]}; "
+                "make them agree (tokens_per_view = h * w)"]
+    return []
 
 
 def _view_names(section: dict) -> list[str]:
@@ -129,6 +170,11 @@ class ImageModality(ModalityCodec):
         from ..image.codec import image_abi_section
 
         return image_abi_section(section_cfg, assets)
+
+    @classmethod
+    def validate_section(cls, section: Any) -> list[str]:
+        """The grids of a schema-valid section (`_grid_problems`)."""
+        return _grid_problems(section)
 
     @classmethod
     def range_sizes(cls, section: dict[str, Any]) -> list[tuple[str, int]]:
@@ -242,7 +288,7 @@ class ImageModality(ModalityCodec):
 
         codebook = self.codebook  # its pin is checked before the IDs are used
         encoded = from_ids(ids, self.space)
-        dec = decode_codes(encoded.codes, codebook, Layout.from_abi(self.section["layout"]), int(self.section["grid"][0]))
+        dec = decode_codes(encoded.codes, codebook, Layout.from_abi(self.section["layout"]), token_grid(self.section))
         return {"codes": encoded.codes, **dec}
 
     def decode_to_file(self, ids: list[int], out: str | None, meta: ImageMeta,

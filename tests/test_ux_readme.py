@@ -41,7 +41,8 @@ def test_train_help_marks_required_options():
     from tokenlm.cli import main
 
     out = " ".join(CliRunner().invoke(main, ["train", "--help"]).output.split())
-    assert "--data TEXT JSONL record file or uti-encode shard folder (repeatable). [required unless --config" in out
+    assert ("--data TEXT JSONL or CSV record file (see README: Training records) or uti-encode shard folder "
+            "(repeatable). [required unless --config") in out
     assert "(rows checkpoint, checkpoints/, train_result.json). [required unless --config has out:]" in out
     assert "[default: 2048]" in out
 

@@ -57,3 +57,34 @@ def shuffled_images(examples: Sequence[CaptionExample]) -> list[CaptionExample]:
     shows how much the model reads the image rather than the text prior."""
     n = len(examples)
     return [CaptionExample(examples[(i + 1) % n].image, ex.target, ex.prompt) for i, ex in enumerate(examples)]
+
+
+# TEMP stub (csv helper replaces) ------------------------------------------------------------------------------
+# `read_manifests` / `ManifestRow` are the csv helper's; this JSONL-only stand-in lets the `connectors` CLI and its
+# tests run until that lands. The lead resolves at merge.
+from pathlib import Path  # noqa: E402
+
+@dataclass
+class ManifestRow:
+    """One image-caption row: image file, instruction (may contain `<image>`), response."""
+
+    image: Path
+    instruction: str
+    response: str
+
+
+def read_manifests(paths: Sequence[str | Path]) -> list[ManifestRow]:
+    """Rows of JSONL files with {image, instruction, response}; image paths relative to their file."""
+    import json
+
+    from uti.errors import InputError
+
+    rows = []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise InputError(f"{path}: no such manifest file; pass .jsonl files of image, instruction, response")
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                d = json.loads(line)
+                rows.append(ManifestRow(path.parent / d["image"], str(d.get("instruction", "")), str(d["response"])))
+    return rows

@@ -292,7 +292,7 @@ class ConnectorTask:
             images = vlm.tune([e.image.to(device) for e in chunk])
             return pair_vicreg(images, cfg.vicreg_inv, cfg.vicreg_var, cfg.vicreg_cov)[0], 1
 
-        return {"vicreg": per_token_mean(self.held_out, 8, loss_of, device, acc)}
+        return {"loss": per_token_mean(self.held_out, 8, loss_of, device, acc)}  # held-out VICReg
 
     def save(self, model: torch.nn.Module, folder: Path, final_eval: dict[str, float] | None) -> None:
         extra = None if final_eval is None else {"train": to_dict(self.cfg), "eval": final_eval}

@@ -75,20 +75,26 @@ def test_tower_top_on_cached_hidden_states_is_exact(tower) -> None:
         torch.testing.assert_close(tower.top(k)(tower.encode_below(views, k)), full, rtol=0, atol=0)
 
 
+def _named(task: ConnectorTask, model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    """Every parameter of the model and of the whole tower once, tower layers by their index in the tower."""
+    tower = {id(p): f"tower.{n}" for n, p in task.vision.model.named_parameters()}
+    out = {f"tower.{n}": p for n, p in task.vision.model.named_parameters()}
+    out.update({f"model.{n}": p for n, p in model.named_parameters() if id(p) not in tower})
+    return out
+
+
 def _grads(task: ConnectorTask) -> set[str]:
     """Names of the parameters (of the model and the whole tower) that get a non-zero gradient from one backward."""
     model = task.build(None)
     total, _ = task.loss(model, task.batch([0, 1]), torch.device("cpu"))
     total.backward()
-    named = {**{f"model.{n}": p for n, p in model.named_parameters()},
-             **{f"tower.{n}": p for n, p in task.vision.model.named_parameters()}}
-    return {n for n, p in named.items() if p.grad is not None and p.grad.abs().sum() > 0}
+    return {n for n, p in _named(task, model).items() if p.grad is not None and p.grad.abs().sum() > 0}
 
 
 def _groups(names: set[str]) -> set[str]:
     out = set()
     for n in names:
-        if n.startswith("tower.") or ".tower_top." in n:
+        if n.startswith("tower."):
             out.add("tower." + n.split("layers.")[1].split(".")[0] if "layers." in n else "tower.other")
         elif "lora_" in n:
             out.add("lora")
@@ -111,8 +117,10 @@ def _groups(names: set[str]) -> set[str]:
 def test_only_the_stage_parameters_get_gradients(tower, stage, k, w, want) -> None:
     task = _task(tower, stage, k, w=w)
     assert _groups(_grads(task)) == want
-    trainable = {n for n, p in task.build(None).named_parameters() if p.requires_grad}
-    assert _groups({f"model.{n}" for n in trainable}) == want  # and nothing else is handed to the optimizer
+    model = task.build(None)
+    in_model = {id(p) for p in model.parameters()}
+    trainable = {n for n, p in _named(task, model).items() if p.requires_grad and id(p) in in_model}
+    assert _groups(trainable) == want  # and nothing else is handed to the optimizer
 
 
 def _direct_vicreg(za: torch.Tensor, zb: torch.Tensor, inv=25.0, var=25.0, cov=1.0) -> torch.Tensor:
@@ -199,7 +207,7 @@ def test_stages_chain_and_round_trip(tmp_path, tower, base_tower) -> None:
         other = dataclasses.replace(base_tower, model=copy.deepcopy(base_tower.model))
         loaded = load_connector(tmp_path / stage, tiny_llm(), other)
         assert all(torch.equal(a, b) for a, b in zip(other.model.parameters(), fresh.model.parameters()))
-        assert not torch.equal(other.model.encoder.layers[1].fc1.weight, base_tower.model.encoder.layers[1].fc1.weight)
+        assert not torch.equal(other.model.encoder.layers[1].mlp.fc1.weight, base_tower.model.encoder.layers[1].mlp.fc1.weight)
         image = image_view_features(_panorama(5), LAYOUT, other)
         vlm.tower_top = None  # the trained model, on full features of the tuned tower
         torch.testing.assert_close(_logits(loaded, image), _logits(vlm, image), rtol=0, atol=0)
@@ -254,7 +262,7 @@ def test_init_from_needs_its_tuned_layers_in_the_tower(tmp_path, tower, base_tow
     task = _task(tower, "vision", 1)
     task.save(task.build(None), tmp_path / "v", None)
     with torch.no_grad():
-        tower.model.encoder.layers[1].fc1.weight.add_(1.0)  # the saved layer differs from the tower now
+        tower.model.encoder.layers[1].mlp.fc1.weight.add_(1.0)  # the saved layer differs from the tower now
     task.save(task.build(None), tmp_path / "v", None)
     fresh = dataclasses.replace(base_tower, model=copy.deepcopy(base_tower.model))
     with pytest.raises(ConnectorError, match="load_vision_blocks"):

@@ -17,7 +17,7 @@ from connectors.checkpoint import MANIFEST, load_connector, load_vision_blocks, 
 from connectors.data import CaptionExample
 from connectors.presets import resampler_config
 from connectors.registry import resampler_names
-from connectors.train import ConnectorTask, ConnectorTrainConfig, StageModel, pair_vicreg, train_connector
+from connectors.train import ConnectorTask, ConnectorTrainConfig, train_connector
 from connectors.views import image_view_features
 from connectors.vlm import Connector, ConnectorConfig
 from uti.image.layout import Layout

@@ -159,9 +159,8 @@ def vision_tensors(ckpt_dir: str | Path, tower: Any) -> dict[str, torch.Tensor]:
             f"connector {where} tuned the last {ref['tuned_blocks']} of {ref['depth']} layers of vision tower "
             f"{manifest['tower'].get('name')!r} but the given tower has {tower.kept_layers}; load the tower it was trained on"
         )
-    own = {k: [list(t.shape), str(t.dtype).removeprefix("torch.")]
-           for k, t in tower.block_state(ref["tuned_blocks"]).items()}
-    if {k: list(own[k][0]) for k in own} != {k: v["shape"] for k, v in manifest["vision_tensors"].items()}:
+    own = {k: list(t.shape) for k, t in tower.block_state(ref["tuned_blocks"]).items()}
+    if own != {k: v["shape"] for k, v in manifest["vision_tensors"].items()}:
         raise TowerMismatchError(f"connector {where}: its tuned tower layers do not fit the layers of the given tower "
                                  f"{tower.name!r}; load the tower it was trained on")
     return _read(where, manifest, "vision", VISION_STEM, manifest["vision_tensors"])

@@ -6,7 +6,7 @@ recipe. `tower_top`, set by the training stages that tune the vision tower's las
 hidden states in `ViewFeatures.features` to the tower's features first (`uti.image.vision.TowerTop`).
 
 Projected vectors replace the `<|image_patch|>` placeholder embeddings in the LLM's `inputs_embeds`; the
-LLM itself is unchanged (frozen in stage 1, LoRA in stage 2) and only ever predicts text IDs.
+LLM itself is unchanged (frozen, but for LoRA in stage `finetune`) and only ever predicts text IDs.
 
 Embeddings of the image specials: in the token space their IDs are >= the base vocabulary, so the LLM
 has no rows for them. Rather than growing the LLM's matrix (as the token LM does for a whole range of
@@ -192,7 +192,7 @@ class ContinuousVLM(nn.Module):
 
 def add_lora(vlm: ContinuousVLM, r: int = 8, alpha: int = 16, dropout: float = 0.0,
              target_modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj")) -> dict[str, Any]:
-    """Stage 2: wrap the LLM with peft LoRA adapters (only they train in the LLM). Returns the LoRA settings."""
+    """Stage `finetune`: wrap the LLM with peft LoRA adapters (only they train in the LLM). Returns the LoRA settings."""
     from peft import LoraConfig, get_peft_model
 
     settings = {"r": int(r), "alpha": int(alpha), "dropout": float(dropout), "target_modules": list(target_modules)}

@@ -305,3 +305,21 @@ def test_manifest_json_records_the_stage_fields(tmp_path, tower) -> None:
     assert man["schema"] == 3 and man["stage"] == "resampler" and man["vision_trainable_blocks"] == 1
     assert man["files"]["vision"]["name"].startswith("vision.") and set(man["vision_tensors"]) == {
         k for k in tower.block_state(1)}
+
+
+@pytest.mark.parametrize("forge", ["truncate", "tuned_blocks", "shape"])
+def test_damaged_or_forged_tower_layers_are_refused(tmp_path, tower, base_tower, forge) -> None:
+    task = _task(tower, "vision", 1)
+    task.save(task.build(None), tmp_path, None)
+    man = read_manifest(tmp_path)
+    if forge == "truncate":
+        path = tmp_path / man["files"]["vision"]["name"]
+        path.write_bytes(path.read_bytes()[:-100])
+    elif forge == "tuned_blocks":  # claims both layers: its tensor list no longer fits the tower's last 2
+        edit_manifest(tmp_path / MANIFEST, rehash=True, vision__tuned_blocks=2)
+    else:
+        key = next(iter(man["vision_tensors"]))
+        edit_manifest(tmp_path / MANIFEST, rehash=True, **{f"vision_tensors__{key}__shape": [10**6]})
+    with pytest.raises(ConnectorError) as err:
+        load_vision_blocks(tmp_path, base_tower)
+    assert "\n" not in str(err.value)

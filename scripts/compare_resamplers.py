@@ -95,7 +95,7 @@ def run(args: dict[str, Any], out: Path) -> list[dict[str, Any]]:
                          stage="vision", vision_trainable_blocks=cut)
             load_vision_blocks(vis.final_dir, p["tower"])
         ex = _examples(p, data)
-        for name in resampler_names():
+        for name in args["resamplers"] or resampler_names():
             res = _train(p, name, ex[:n], ex[n:], args, out / f"{name}-{'vision' if tuned else 'plain'}")
             rows.append({"resampler": name, "vision_stage": tuned, "trainable_params": res.trainable_params,
                          "step_time_s": res.step_time_s, "held_out_loss": res.eval["loss"], "gap": res.eval["gap"]})
@@ -126,12 +126,14 @@ def table(rows: list[dict[str, Any]]) -> str:
 @click.option("--dim", default=64, show_default=True, help="Resampler width.")
 @click.option("--tokens", default=4, show_default=True, help="Vectors per view.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--resampler", "resamplers", multiple=True, help="Only these resamplers (repeatable). [default: all]")
 @click.option("--threads", default=1, show_default=True, help="Torch CPU threads.")
 @click.option("--out", default=None, help="Folder for the runs. [default: a temporary folder]")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as one JSON document.")
 def main(out: str | None, as_json: bool, threads: int, **args: Any) -> None:
     """Train every resampler with and without the vision stage; print one table."""
     torch.set_num_threads(threads)
+    args["resamplers"] = list(args["resamplers"])
     out_dir = Path(out or tempfile.mkdtemp(prefix="compare_resamplers_"))
     rows = run(args, out_dir)
     print(json.dumps({"settings": args, "rows": rows}) if as_json else table(rows))

@@ -1,4 +1,7 @@
-"""Continuous-embedding track: Perceiver resampler + MLP projector feeding image vectors to a causal LLM.
+"""Continuous-embedding track: a resampler + MLP projector feeding image vectors to a causal LLM.
+
+Three training stages (`connectors.train`): `vision` (VICReg on overlapping tiles, the tower's last layers),
+`resampler` (the connector, LM loss + w x VICReg), `finetune` (+ LoRA); the `connectors` CLI runs them.
 
 It runs on the same data, views and vision tower as the discrete-token track so the two can be compared.
 """
@@ -7,7 +10,7 @@ from __future__ import annotations
 
 from uti.version import __version__  # before the imports: checkpoint records it
 
-from .checkpoint import load_connector, save_connector
+from .checkpoint import load_connector, load_vision_blocks, save_connector
 from .data import CaptionExample, ManifestRow, collate_captions, read_manifests
 from .errors import ConnectorError, PlaceholderCountError, TowerMismatchError, WidthMismatchError
 from .inject import IMAGE_MARKER, ImageTokenIds, ViewFeatures, expand_image_placeholders
@@ -15,7 +18,8 @@ from .perceiver import PerceiverConfig, PerceiverResampler
 from .pooled import PooledMLPConfig, PooledMLPResampler
 from .projector import MLPProjector
 from .registry import build_resampler, register_resampler, resampler_names
-from .train import ConnectorTrainConfig, TrainResult, evaluate_captions, train_connector
+from .presets import resampler_config
+from .train import STAGES, ConnectorTrainConfig, TrainResult, evaluate_captions, train_connector
 from .view_pos import ViewPositionEncoding
 from .views import image_view_features
 from .vlm import Connector, ConnectorConfig, ContinuousVLM, add_lora, generate_text
@@ -47,6 +51,9 @@ __all__ = [
     "generate_text",
     "save_connector",
     "load_connector",
+    "load_vision_blocks",
+    "resampler_config",
+    "STAGES",
     "CaptionExample",
     "collate_captions",
     "ConnectorTrainConfig",

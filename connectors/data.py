@@ -20,7 +20,7 @@ import torch
 from uti.sequence import IGNORE_INDEX
 
 from .errors import ConnectorError
-from .inject import ImageTokenIds, ViewFeatures, expand_image_placeholders
+from .inject import IMAGE_MARKER, ImageTokenIds, ViewFeatures, expand_image_placeholders
 
 __all__ = ["CaptionExample", "ManifestRow", "read_manifests", "collate_captions", "shuffled_images"]
 
@@ -36,8 +36,11 @@ class ManifestRow:
 
     @property
     def prompt(self) -> str:
-        """The `CaptionExample` prompt: the image placeholder, then the instruction (no label on either)."""
-        return "<image>" + self.instruction
+        """The `CaptionExample` prompt (no labels): the instruction where it holds the `<image>` placeholder
+        (LLaVA-style), else the placeholder on its own line before it."""
+        if IMAGE_MARKER in self.instruction:
+            return self.instruction
+        return f"{IMAGE_MARKER}\n{self.instruction}" if self.instruction else IMAGE_MARKER
 
 
 def read_manifests(paths: Sequence[str | Path]) -> list[ManifestRow]:

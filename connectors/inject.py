@@ -45,11 +45,14 @@ class ViewFeatures:
 
     features: (V, T, in_dim) patch features; yaw_pitch: (V, 2) degrees; is_global: (V,) bool (the
     whole-panorama view has no direction). A plain (non-panorama) image is V = 1 at yaw 0, pitch 0.
+    pairs: optional (M, 4) int64 (view_a, patch_a, view_b, patch_b) of patches of overlapping tiles that look
+    in the same direction (`uti.image.overlap.overlap_pairs`), for the VICReg term of the training stages.
     """
 
     features: torch.Tensor
     yaw_pitch: torch.Tensor
     is_global: torch.Tensor
+    pairs: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         v = self.features.shape[0]
@@ -58,6 +61,15 @@ class ViewFeatures:
                 f"view features must be (views, tokens, width) with (views, 2) yaw/pitch and (views,) is_global; got "
                 f"{tuple(self.features.shape)}, {tuple(self.yaw_pitch.shape)}, {tuple(self.is_global.shape)}"
             )
+        if self.pairs is not None:
+            p, (t, tokens) = self.pairs, self.features.shape[:2]
+            ok = p.dim() == 2 and p.shape[1] == 4 and not p.is_floating_point()
+            if not ok or (p.numel() and (int(p.min()) < 0 or int(p[:, [0, 2]].max()) >= t
+                                         or int(p[:, [1, 3]].max()) >= tokens)):
+                raise PlaceholderCountError(
+                    f"overlap pairs must be (M, 4) integer (view, patch, view, patch) indices within {t} views of "
+                    f"{tokens} patches; got {p.dtype} {tuple(p.shape)}; take them from uti.image.overlap.overlap_pairs"
+                )
 
     @property
     def num_views(self) -> int:
@@ -66,7 +78,7 @@ class ViewFeatures:
     def to(self, device: torch.device | str, non_blocking: bool = False) -> "ViewFeatures":
         """The same image on `device` (lets Accelerate's `send_to_device` move batches of images)."""
         return ViewFeatures(self.features.to(device, non_blocking=non_blocking), self.yaw_pitch.to(device),
-                            self.is_global.to(device))
+                            self.is_global.to(device), None if self.pairs is None else self.pairs.to(device))
 
     @classmethod
     def single(cls, features: torch.Tensor) -> "ViewFeatures":

@@ -1,10 +1,15 @@
-"""The typed schema of a connector-checkpoint manifest (`connector.json`, schema 2), checked before use.
+"""The typed schema of a connector-checkpoint manifest (`connector.json`, schema 3), checked before use.
 
 `parse_manifest(data, where)` checks that it is a JSON object of this format and schema, that its
 `content_hash` equals `hash_json` of the manifest without that key (tensor contents are covered through
-the file hashes in `files`), then every field's type and the cross-field rules: stage `lora` if and only
-if the LoRA settings, the LoRA file and its tensor list are all there; the connector projects to the
+the file hashes in `files`), then every field's type and the cross-field rules: stage `finetune` if and
+only if the LoRA settings, the LoRA file and its tensor list are all there; stage `vision` tuned at least
+one tower layer; the tuned tower layers (`vision`, at least this stage's `vision_trainable_blocks`, at
+most the tower's depth) if and only if their file and tensor list are there; the connector projects to the
 LLM's width; LoRA rank at most that width. Sizes against the real LLM are checked by `load_connector`.
+
+Schema 3 (the three stages, tuned tower layers, the global view's own projector) replaced schema 2; a
+schema-2 checkpoint is refused in one line: its weights have no global projector (retrain it).
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ from .errors import ConnectorError
 from .inject import ImageTokenIds
 from .vlm import ConnectorConfig
 
-__all__ = ["FORMAT", "SCHEMA", "STAGES", "ConnectorManifest", "LlmRef", "LoraArgs", "parse_manifest", "content_hash"]
+__all__ = ["FORMAT", "SCHEMA", "STAGES", "ConnectorManifest", "LlmRef", "LoraArgs", "VisionRef", "parse_manifest",
+           "content_hash"]
 
-FORMAT, SCHEMA = "uti-connector", 2
-STAGES = ("connector", "lora")
+FORMAT, SCHEMA = "uti-connector", 3
+STAGES = ("vision", "resampler", "finetune")
 
 
 def _need(ok: bool, msg: str) -> None:
@@ -61,6 +67,18 @@ class LoraArgs:
 
 
 @dataclass
+class VisionRef:
+    """The tower layers the checkpoint carries: its last `tuned_blocks` of `depth` kept encoder layers."""
+
+    tuned_blocks: int
+    depth: int
+
+    def __post_init__(self) -> None:
+        _need(1 <= self.depth <= 4096 and 1 <= self.tuned_blocks <= self.depth,
+              f"vision.tuned_blocks must be in [1, depth], got {self.tuned_blocks} of {self.depth}")
+
+
+@dataclass
 class ConnectorManifest:
     """Everything `load_connector` checks before building the connector (see module doc)."""
 
@@ -77,19 +95,29 @@ class ConnectorManifest:
     lora: LoraArgs | None
     tensors: dict[str, TensorSpec]
     lora_tensors: dict[str, TensorSpec] | None
+    vision_trainable_blocks: int
+    vision: VisionRef | None
+    vision_tensors: dict[str, TensorSpec] | None
     files: dict[str, FileRef]
     extra: dict[str, Any]
     content_hash: str
 
     def __post_init__(self) -> None:
         _need(self.stage in STAGES, f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
-        lora = self.stage == "lora"
+        lora = self.stage == "finetune"
         _need(lora == (self.lora is not None) == (self.lora_tensors is not None) == ("lora" in self.files),
-              f"stage {self.stage!r} with lora {'null' if self.lora is None else 'set'}: stage lora needs its LoRA "
-              "settings, tensors and file, stage connector has none")
-        _need(set(self.files) <= {"weights", "lora"} and "weights" in self.files, "files must name weights [and lora]")
+              f"stage {self.stage!r} with lora {'null' if self.lora is None else 'set'}: stage finetune needs its "
+              "LoRA settings, tensors and file, the other stages have none")
+        tuned = 0 if self.vision is None else self.vision.tuned_blocks
+        _need(0 <= self.vision_trainable_blocks <= tuned and (self.stage != "vision" or tuned >= 1),
+              f"vision_trainable_blocks {self.vision_trainable_blocks} must be in [0, tuned blocks {tuned}] "
+              "(at least 1 in stage vision)")
+        _need((self.vision is not None) == (self.vision_tensors is not None) == ("vision" in self.files),
+              "vision, vision_tensors and files.vision must be all there (tuned tower layers) or all absent")
+        _need(set(self.files) <= {"weights", "lora", "vision"} and "weights" in self.files,
+              "files must name weights [, lora and vision]")
         for role, ref in self.files.items():
-            stem = "connector" if role == "weights" else "lora"
+            stem = "connector" if role == "weights" else role
             _need(ref.name == content_name(stem, ref.hash, ".safetensors"),
                   f"files.{role}.name is {ref.name!r:.80}, expected {stem}.<16 hex of its hash>.safetensors")
         _need(self.connector.llm_width == self.llm.hidden_size,
@@ -109,8 +137,8 @@ def parse_manifest(data: Any, where: str) -> ConnectorManifest:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ConnectorError(f"{where} is not a connector manifest (expected a JSON object with format {FORMAT!r})")
     if data.get("schema") != SCHEMA:
-        raise ConnectorError(f"{where}: manifest schema {data.get('schema')!r:.20} is not {SCHEMA}; older manifests "
-                             "carry no content hash: save the connector again with this toolkit")
+        raise ConnectorError(f"{where}: manifest schema {data.get('schema')!r:.20} is not {SCHEMA}; older connectors "
+                             "have no global-view projector or stage fields: train the connector again with this toolkit")
     try:
         actual = content_hash(data)
     except ValueError as err:  # NaN/inf

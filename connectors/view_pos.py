@@ -24,17 +24,13 @@ def fourier_angles(yaw_pitch_deg: torch.Tensor, num_freqs: int) -> torch.Tensor:
 
 
 class ViewPositionEncoding(nn.Module):
-    """(V, 2) yaw/pitch in degrees plus a (V,) is-global mask -> (V, dim) offsets for each view's vectors."""
+    """(V, 2) tile yaw/pitch in degrees -> (V, dim) offsets for each tile's vectors."""
 
     def __init__(self, dim: int, num_freqs: int = 4) -> None:
         super().__init__()
         self.num_freqs = num_freqs
         self.proj = nn.Linear(4 * num_freqs, dim)
-        self.global_view = nn.Parameter(torch.zeros(dim))
 
-    def forward(self, yaw_pitch_deg: torch.Tensor, is_global: torch.Tensor | None = None) -> torch.Tensor:
-        """yaw_pitch_deg: (V, 2) float; is_global: (V,) bool or None (no global view). Returns (V, dim)."""
-        enc = self.proj(fourier_angles(yaw_pitch_deg, self.num_freqs).to(self.proj.weight.dtype))  # (V, dim)
-        if is_global is None:  # still route through `global_view` so DDP sees every parameter used
-            is_global = torch.zeros(enc.shape[0], dtype=torch.bool, device=enc.device)
-        return torch.where(is_global[:, None], self.global_view.to(enc.dtype).expand_as(enc), enc)
+    def forward(self, yaw_pitch_deg: torch.Tensor) -> torch.Tensor:
+        """yaw_pitch_deg: (V, 2) float -> (V, dim)."""
+        return self.proj(fourier_angles(yaw_pitch_deg, self.num_freqs).to(self.proj.weight.dtype))  # (V, dim)

@@ -1,7 +1,12 @@
 """The continuous-track model: vision features -> resampler -> view encoding -> projector -> LLM input embeddings.
 
+Tiles add the view encoding of their yaw/pitch and go through `projector`; the global view (no direction)
+gets no view encoding and goes through its own `global_projector` of the same shape, as in the panorama
+recipe. `tower_top`, set by the training stages that tune the vision tower's last layers, maps the cached
+hidden states in `ViewFeatures.features` to the tower's features first (`uti.image.vision.TowerTop`).
+
 Projected vectors replace the `<|image_patch|>` placeholder embeddings in the LLM's `inputs_embeds`; the
-LLM itself is unchanged (frozen in stage 1, LoRA in stage 2) and only ever predicts text IDs.
+LLM itself is unchanged (frozen, but for LoRA in stage `finetune`) and only ever predicts text IDs.
 
 Embeddings of the image specials: in the token space their IDs are >= the base vocabulary, so the LLM
 has no rows for them. Rather than growing the LLM's matrix (as the token LM does for a whole range of
@@ -53,6 +58,7 @@ class Connector(nn.Module):
         self.resampler = build_resampler(config.resampler, **config.resampler_cfg)
         self.view_pos = ViewPositionEncoding(self.resampler.out_dim, config.view_freqs)
         self.projector = MLPProjector(self.resampler.out_dim, config.llm_width, config.projector_hidden)
+        self.global_projector = MLPProjector(self.resampler.out_dim, config.llm_width, config.projector_hidden)
         self.special_rows = nn.Parameter(torch.empty(2, config.llm_width))  # (2, width): start, end
         if not self.special_rows.is_meta:
             nn.init.normal_(self.special_rows, std=0.02)
@@ -82,8 +88,13 @@ class Connector(nn.Module):
             lat = torch.cat([self.resampler(img.features.to(dev, dtype)) for img in images])
         yaw_pitch = torch.cat([img.yaw_pitch for img in images]).to(lat.device)  # (sum V, 2)
         is_global = torch.cat([img.is_global for img in images]).to(lat.device)  # (sum V,)
-        lat = lat + self.view_pos(yaw_pitch, is_global).to(lat.dtype)[:, None, :]
-        return self.projector(lat).reshape(-1, self.config.llm_width)  # (sum V * L, width)
+        tiles, glob = (~is_global).nonzero()[:, 0], is_global.nonzero()[:, 0]
+        # both projectors always run (one on zero views if need be), so DDP sees every parameter used
+        pos = self.view_pos(yaw_pitch[tiles]).to(lat.dtype)[:, None, :]  # (tiles, 1, dim)
+        out = lat.new_empty(lat.shape[0], lat.shape[1], self.config.llm_width)  # (sum V, L, width)
+        out = out.index_put((tiles,), self.projector(lat[tiles] + pos))
+        out = out.index_put((glob,), self.global_projector(lat[glob]))
+        return out.reshape(-1, self.config.llm_width)  # (sum V * L, width)
 
 
 class ContinuousVLM(nn.Module):
@@ -104,9 +115,17 @@ class ContinuousVLM(nn.Module):
                 "use the base model the token space was built for"
             )
         self.llm, self.connector, self.ids = llm, connector, ids
-        self.lora: dict[str, Any] | None = None  # LoRA settings once `add_lora` ran (stage 2)
+        self.lora: dict[str, Any] | None = None  # LoRA settings once `add_lora` ran (stage finetune)
+        self.tower_top: nn.Module | None = None  # the tower's tuned last layers in training (`VisionTower.top`)
         for p in self.llm.parameters():
             p.requires_grad_(False)
+
+    def tune(self, images: Sequence[ViewFeatures]) -> list[ViewFeatures]:
+        """The images with `tower_top` applied to their features (hidden states -> tower features); as given
+        without a `tower_top`. Each image: features (V, P, D) -> (V, P, D)."""
+        if self.tower_top is None:
+            return list(images)
+        return [ViewFeatures(self.tower_top(img.features), img.yaw_pitch, img.is_global, img.pairs) for img in images]
 
     def tokens_per_image(self, num_views: int) -> int:
         return self.connector.tokens_per_image(num_views)
@@ -126,8 +145,10 @@ class ContinuousVLM(nn.Module):
                 f"({self.connector.resampler.num_tokens} per view); expand each <image> with expand_image_placeholders"
             )
 
-    def embed(self, input_ids: torch.Tensor, images: Sequence[ViewFeatures]) -> torch.Tensor:
-        """input_ids: (B, S) global IDs; images in reading order (row by row) -> inputs_embeds (B, S, width)."""
+    def embed(self, input_ids: torch.Tensor, images: Sequence[ViewFeatures], tuned: bool = False) -> torch.Tensor:
+        """input_ids: (B, S) global IDs; images in reading order (row by row) -> inputs_embeds (B, S, width).
+
+        `tuned`: the images already went through `tune` (else it is applied here)."""
         ids = self.ids
         self._check_counts(input_ids, images)
         is_text = input_ids < ids.base_vocab_size
@@ -142,7 +163,7 @@ class ContinuousVLM(nn.Module):
         rows = self.connector.special_rows.to(emb.dtype)
         emb = torch.where((input_ids == ids.start)[..., None], rows[0], emb)
         emb = torch.where((input_ids == ids.end)[..., None], rows[1], emb)
-        vectors = self.connector(images).to(emb.dtype)  # (P, width) in reading order
+        vectors = self.connector(images if tuned else self.tune(images)).to(emb.dtype)  # (P, width) in reading order
         return emb.masked_scatter((input_ids == ids.patch)[..., None], vectors)
 
     def forward(
@@ -151,9 +172,11 @@ class ContinuousVLM(nn.Module):
         images: Sequence[ViewFeatures],
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        tuned: bool = False,
     ) -> Any:
         """The LLM's output (with `.loss` when `labels` (B, S) are given; -100 = ignored)."""
-        return self.llm(inputs_embeds=self.embed(input_ids, images), attention_mask=attention_mask, labels=labels)
+        emb = self.embed(input_ids, images, tuned)
+        return self.llm(inputs_embeds=emb, attention_mask=attention_mask, labels=labels)
 
     @torch.no_grad()
     def generate(
@@ -169,7 +192,7 @@ class ContinuousVLM(nn.Module):
 
 def add_lora(vlm: ContinuousVLM, r: int = 8, alpha: int = 16, dropout: float = 0.0,
              target_modules: Sequence[str] = ("q_proj", "k_proj", "v_proj", "o_proj")) -> dict[str, Any]:
-    """Stage 2: wrap the LLM with peft LoRA adapters (only they train in the LLM). Returns the LoRA settings."""
+    """Stage `finetune`: wrap the LLM with peft LoRA adapters (only they train in the LLM). Returns the LoRA settings."""
     from peft import LoraConfig, get_peft_model
 
     settings = {"r": int(r), "alpha": int(alpha), "dropout": float(dropout), "target_modules": list(target_modules)}

@@ -42,7 +42,7 @@ def _zygote() -> subprocess.Popen:
 
 def run_cli(program: str, *args: str | os.PathLike, stdin: bytes | None = None, cwd: str | os.PathLike | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m PROGRAM ARGS` (PROGRAM is `uti` or `tokenlm`) in a fresh process under the memory cap."""
+    """`python -m PROGRAM ARGS` (PROGRAM is `uti`, `tokenlm` or `connectors`) in a fresh process under the memory cap."""
     req = {"program": program, "args": [str(a) for a in args], "cwd": str(cwd) if cwd else None, "timeout": timeout,
            "stdin": stdin.decode("latin-1") if stdin is not None else None}
     with _lock:

@@ -93,10 +93,11 @@ if __name__ == "__main__":
     import torch
 
     torch.set_num_threads(1)
+    from connectors.cli import main as connectors_main
     from tokenlm.cli import main as tokenlm_main
     from uti.cli import main as uti_main
 
-    MAINS = {"uti": uti_main, "tokenlm": tokenlm_main}
+    MAINS = {"uti": uti_main, "tokenlm": tokenlm_main, "connectors": connectors_main}
     _warm_imports()
     reply = sys.stdout
     sys.stdout = sys.stderr  # nothing the imports print may break the protocol

@@ -126,5 +126,3 @@ def test_view_encoding_is_continuous_across_360_degrees() -> None:
     assert (out[4] - out[0]).norm() < 0.01 * (out[5] - out[0]).norm()  # close across the wrap, far at 90 deg
     feats = fourier_angles(angles, 4)
     assert feats.shape == (6, 16) and torch.allclose(feats.norm(dim=1), torch.full((6,), 8**0.5))
-    is_global = torch.tensor([True, False, False, False, False, False])
-    torch.testing.assert_close(enc(angles, is_global)[0], enc.global_view.detach())

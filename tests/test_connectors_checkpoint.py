@@ -34,7 +34,7 @@ def test_round_trip_gives_same_outputs_and_generates(tmp_path) -> None:
     assert {p.name for p in tmp_path.iterdir()} == {MANIFEST, weights.name}
     manifest = json.loads((tmp_path / MANIFEST).read_text())
     assert manifest["tower"]["hidden_size"] == FEAT and manifest["llm"]["hidden_size"] == 64
-    assert manifest["stage"] == "connector"
+    assert manifest["stage"] == "resampler"
     # a saved connector is small: no LLM weights in it
     assert weights.stat().st_size < 4 * sum(p.numel() for p in vlm.connector.parameters()) + 10_000
     loaded = load_connector(tmp_path, tiny_llm(), TOWER, space_hash="f" * 32)
@@ -108,7 +108,7 @@ def test_refuses_another_llm_of_the_same_shape(tmp_path) -> None:
         load_connector(tmp_path, tiny_llm(seed=5), TOWER)  # same widths and vocabulary, other weights
 
 
-@pytest.mark.parametrize("changes", [{"lora": None}, {"stage": "connector"}, {"lora__alpha": 64},
+@pytest.mark.parametrize("changes", [{"lora": None}, {"stage": "resampler"}, {"lora__alpha": 64},
                                      {"connector__view_freqs": 8}, {"extra": {"x": 1}}])
 def test_manifest_edits_are_refused(tmp_path, changes) -> None:
     save_connector(_lora_vlm(), tmp_path, TOWER)
@@ -118,7 +118,7 @@ def test_manifest_edits_are_refused(tmp_path, changes) -> None:
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"lora": None}, "stage lora needs its LoRA settings"),  # silently dropped the LoRA before
+    ({"lora": None}, "stage finetune needs its LoRA settings"),  # silently dropped the LoRA before
     ({"lora__r": 2_000_000}, "exceeds the LLM width"),
     ({"lora__rank": 2}, "unknown key.*rank"),
     ({"connector__resampler_cfg__num_latents": 10**9}, "more than its LLM's"),  # refused on the meta device

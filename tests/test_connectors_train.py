@@ -68,7 +68,7 @@ def test_stage2_lora_checkpoint_loads_and_generates(tmp_path) -> None:
 def test_config_rejects_unknown_keys_and_bad_stage() -> None:
     with pytest.raises(ConfigError, match="valid keys"):
         from_dict(ConnectorTrainConfig, {"stepz": 3})
-    with pytest.raises(ConfigError, match="stage must be one of connector, lora"):
+    with pytest.raises(ConfigError, match="stage must be one of vision, resampler, finetune"):
         from_dict(ConnectorTrainConfig, {"stage": "full"})
 
 
@@ -79,7 +79,7 @@ def test_resume_refuses_other_data_or_stage(tmp_path) -> None:
     with pytest.raises(ConnectorError, match="data_hash="):
         train_connector(_vlm(), toy_captions(4, 7), [], encode=byte_encode, config=cfg, out_dir=tmp_path, tower=TOWER)
     lora = ConnectorTrainConfig(stage="lora", steps=3, batch_size=2, warmup_steps=1, lora_r=2)
-    with pytest.raises(ConnectorError, match="stage='connector', this run has 'lora'"):
+    with pytest.raises(ConnectorError, match="stage='resampler', this run has 'finetune'"):
         train_connector(_vlm(), toy_captions(4, 0), [], encode=byte_encode, config=lora, out_dir=tmp_path, tower=TOWER)
 
 

@@ -102,6 +102,18 @@ def test_prefix_is_range_checked_and_needs_a_target(space):
         build_sequence(space, "i2t", target=[], condition=image, target_prefix=tok.encode("q"))
 
 
+def test_image_placeholder_stays_where_the_instruction_puts_it_or_is_dropped_for_tokens(tmp_path, space):
+    path = _write(tmp_path / "m.csv", 'image,instruction,response\nx.jpg,"Look: <image>\nWhere?",north\n')
+    (row,) = read_manifests([path])
+    assert row.prompt == "Look: <image>\nWhere?"  # the connector's vectors go where the instruction says
+    ids = tuple(space.ranges["image"].start + k for k in range(3))
+    rec = Record(caption="north", modality="image", ids=ids, instruction=row.instruction, where="m.csv:2")
+    (seq,) = build_sequences([rec], space, ("i2t",))
+    tok = Tokenizer(space)
+    plain = build_sequence(space, "i2t", target=tok.encode("north"), condition=ids, target_prefix=tok.encode("Look: Where?"))
+    assert seq.input_ids == plain.input_ids  # the token LM has its image block first: the placeholder is dropped
+
+
 def test_build_sequences_uses_the_instruction_only_when_captioning(space):
     ids = tuple(space.ranges["image"].start + k for k in range(3))
     rec = Record(caption="a red square", modality="image", ids=ids, instruction="Where?", where="m.csv:2")
@@ -117,7 +129,7 @@ def test_connectors_read_the_same_manifests(tmp_path):
     rows = read_manifests([a, b])
     assert [(r.image.name, r.instruction, r.response) for r in rows] == [
         ("x.jpg", "Where?", "north"), ("y.jpg", "", "south"), ("z.jpg", "", "east")]
-    assert rows[0].prompt == "<image>Where?" and rows[1].prompt == "<image>"
+    assert rows[0].prompt == "<image>\nWhere?" and rows[1].prompt == "<image>"
     assert isinstance(rows[0], ManifestRow) and rows[0].where == f"{a}:2"
 
 

@@ -15,6 +15,8 @@ Sources are given as a list of paths:
   the space, as `uti encode --json` prints them). A caption record may add ``"instruction": "..."``: the text
   the caption answers (a question about the image); in captioning tasks (i2t, a2t) it opens the target
   block without labels, so the model learns the response given image and instruction (`uti.sequence`).
+  A LLaVA-style `<image>` placeholder in it (where the continuous track puts its image vectors) is dropped:
+  here the media block always comes first.
 * a CSV file with a header row, as instruction-tuning manifests come: one media column (``image``, ``audio``,
   any registered modality) holding a path, ``instruction`` (optional, may be empty) and ``response`` (the
   caption); or a single ``text`` column. Each row becomes the record above and is checked by the same
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,7 +230,8 @@ def build_sequences(records: Sequence[Record], space: TokenSpace, tasks: Sequenc
         source = rec.where + (f" ({rec.modality} {rec.media})" if rec.media else "")
         short = codec_class(rec.modality).short
         if (rec.modality, "text") in wanted:
-            prefix = tok.encode(rec.instruction) if rec.instruction else ()
+            instruction = re.sub(r"<image>\n?", "", rec.instruction or "")
+            prefix = tok.encode(instruction) if instruction else ()
             out.append(build_sequence(space, f"{short}2t", target=caption, condition=media, source=source,
                                       target_prefix=prefix))
         if ("text", rec.modality) in wanted:

@@ -34,10 +34,18 @@ batch 1 and 2). `_per_view_activations` therefore runs each activation one view 
 dtype other than float32 runs one view per forward (its GEMMs have hundreds of rows per view already). On an
 accelerator, GEMM kernels are chosen by shape, so every forward there is padded to exactly `batch_size`
 views (`_invariant_forward`); this is not measured here (no GPU).
+
+Partial training (the continuous track's `vision` stage): `top(k)` is a module running the tower's last
+``k`` kept encoder layers (the same module objects, made trainable) plus its frozen post-layernorm, and
+`encode_below(views, k)` the hidden states entering them, computed once without gradients. Because the
+layers below are frozen, ``top(k)(encode_below(v, k))`` equals ``encode(v)`` (tested), so the lower layers
+run once per image instead of once per step. `block_state(k)` / `load_block_state` move those layers'
+weights in and out of a checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass
@@ -51,7 +59,7 @@ import torch.nn.functional as F
 from ..errors import InputError, MissingAssetError, UTIError
 from ..hashing import hash_safetensors
 
-__all__ = ["VisionTower", "VisionTowerError"]
+__all__ = ["VisionTower", "VisionTowerError", "TowerTop"]
 
 _FIXED_TYPES = {"siglip", "siglip_vision_model"}
 _NAFLEX_TYPES = {"siglip2", "siglip2_vision_model"}
@@ -233,6 +241,51 @@ class VisionTower:
             chunk = torch.cat([chunk, chunk.new_zeros((self.batch_size - n, *chunk.shape[1:]))])
         return self._forward(chunk)[:n]
 
+    @property
+    def kept_layers(self) -> int:
+        """Encoder layers this tower runs (`num_layers`, or the feature layer's index when it is not -1)."""
+        return len(self.model.encoder.layers)
+
+    def _check_blocks(self, k: int) -> int:
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= self.kept_layers:
+            raise VisionTowerError(f"trainable blocks must be an integer in [0, {self.kept_layers}] for tower "
+                                   f"{self.name} ({self.kept_layers} layers up to its feature layer), got {k!r}")
+        return k
+
+    def top(self, k: int) -> "TowerTop":
+        """The last `k` kept encoder layers (trainable, shared with this tower) + the frozen post-layernorm."""
+        k = self._check_blocks(k)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        layers = list(self.model.encoder.layers)[self.kept_layers - k:]
+        for p in (p for layer in layers for p in layer.parameters()):
+            p.requires_grad_(True)
+        return TowerTop(layers, self.model.post_layernorm)
+
+    def encode_below(self, views: torch.Tensor | np.ndarray, k: int) -> torch.Tensor:
+        """uint8 views (N, S, S, 3) -> float32 hidden states (N, P, D) entering the last `k` kept layers.
+
+        A plain tensor (not an inference-mode one), so it can feed `top(k)` in a graph that trains."""
+        k = self._check_blocks(k)
+        enc = self.model.encoder
+        with _swapped(enc, "layers", enc.layers[: self.kept_layers - k]), \
+                _swapped(self.model, "post_layernorm", torch.nn.Identity()):
+            return self.encode(views).clone()
+
+    def block_state(self, k: int) -> dict[str, torch.Tensor]:
+        """CPU copies of the last `k` kept layers' tensors, keyed `encoder.layers.<index>.<name>`."""
+        k = self._check_blocks(k)
+        return {f"encoder.layers.{i}.{name}": t.detach().cpu().clone()
+                for i in range(self.kept_layers - k, self.kept_layers)
+                for name, t in self.model.encoder.layers[i].state_dict().items()}
+
+    def load_block_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Put `block_state` tensors back (exactly the last layers' keys and shapes, checked by the caller)."""
+        with torch.no_grad():
+            own = self.model.state_dict()
+            for key, t in tensors.items():
+                own[key].copy_(t.to(own[key].dtype))
+
     def _forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """One chunk (B, 3, H, W) -> (B, P, D) at the configured feature layer."""
         pixels = pixels.to(self.dtype)
@@ -267,6 +320,34 @@ def _per_view_activations(model: torch.nn.Module) -> None:
         act = getattr(module, "activation_fn", None)
         if isinstance(act, torch.nn.Module) and not isinstance(act, _PerView):
             module.activation_fn = _PerView(act)
+
+
+class TowerTop(torch.nn.Module):
+    """Hidden states (N, P, D) entering the tower's last k layers -> the tower's features (N, P, D)."""
+
+    def __init__(self, layers: list[torch.nn.Module], post_layernorm: torch.nn.Module) -> None:
+        super().__init__()
+        self.layers = torch.nn.ModuleList(layers)
+        self.post_layernorm = post_layernorm  # frozen (`VisionTower.top` freezes everything but the layers)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: (N, P, D) -> (N, P, D); a full attention mask is no mask (None), as in the tower."""
+        if len(self.layers):
+            hidden = hidden.to(next(self.layers.parameters()).dtype)
+        for layer in self.layers:
+            hidden = layer(hidden, None)
+        return self.post_layernorm(hidden)
+
+
+@contextlib.contextmanager
+def _swapped(obj: Any, name: str, value: Any) -> Any:
+    """Temporarily set `obj.name = value` (a module attribute), restoring it on exit."""
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
 
 
 def _keep_up_to(model: torch.nn.Module, layer: int | None) -> None:

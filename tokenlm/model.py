@@ -20,6 +20,17 @@ New-row initialisation (`init=`):
   mean, the scale set so the RMS row norm equals the median base-row norm. The map is affine, so pairwise
   code distances stay proportional: nearby codes start as nearby rows. Specials and audio rows use
   ``"mean_noise"``.
+* ``"projection"``: the same code vectors, mapped into the LM's embedding space by moment matching, a
+  linear map fitted without paired data: the centred codes are whitened by PCA (unit variance along each
+  of their r principal axes, r = the codebook's rank, at most D) and coloured with the base rows' r
+  leading principal axes and standard deviations, then shifted to the base-row mean. The code rows then
+  have the base rows' mean and, along those r axes, exactly their covariance: the codebook's dominant
+  direction becomes the LM's dominant direction, and so on down the spectrum. Axis signs are fixed
+  (largest entry positive) so the map is deterministic. When the codebook is already white and the base
+  rows isotropic the map is a scaled rotation and code distances keep their ranks. (UniTok and Tar go
+  further and build or project the codebook from LLM embeddings with paired training; this needs none.)
+  Audio rows use ``"mean_noise"`` as with ``"codebook"``: the audio codec exposes no code vectors; any
+  codec that does (`ModalityCodec.code_vectors`) gets the same treatment with no change here.
 * ``"normal"``: N(0, config.initializer_range), the model's own init for fresh weights.
 
 Untied heads get their own new rows, initialised the same way from the base head's statistics.
@@ -37,13 +48,14 @@ from uti.errors import MissingAssetError, UTIError
 from .rows import GrownEmbedding, GrownHead, chunked_cross_entropy
 
 __all__ = [
-    "GrowthError", "StageError", "STAGES", "INITS", "load_base", "grow_model", "grown_modules", "growth_info",
+    "GrowthError", "StageError", "STAGES", "INITS", "VECTOR_INITS", "load_base", "grow_model", "grown_modules", "growth_info",
     "code_vectors", "init_new_rows",
     "trainable_row_params", "apply_stage", "trained_parameter_names", "ChunkedLossLM",
 ]
 
 STAGES = ("rows", "lora", "full")
-INITS = ("mean_noise", "codebook", "normal")
+INITS = ("mean_noise", "codebook", "projection", "normal")
+VECTOR_INITS = ("codebook", "projection")  # the inits that start rows from code vectors
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -114,6 +126,34 @@ def _codebook_rows(w: torch.Tensor, codebook: torch.Tensor, gen: torch.Generator
     return mu + scale * y
 
 
+def _principal_axes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SVD of centred x (n, d): u (n, r), s (r,), vh (r, d) for the r non-negligible singular values, each
+    axis's sign fixed so the largest-magnitude entry of its row of vh is positive (deterministic)."""
+    u, s, vh = torch.linalg.svd(x, full_matrices=False)
+    keep = s > s[0].clamp_min(1e-30) * max(x.shape) * torch.finfo(x.dtype).eps
+    u, s, vh = u[:, keep], s[keep], vh[keep]
+    sign = torch.sign(vh.gather(1, vh.abs().argmax(1, keepdim=True))).squeeze(1)  # (r,)
+    return u * sign, s, vh * sign[:, None]
+
+
+def _projection_rows(w: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """(K, D) rows from codebook (K, Dc) by moment matching: PCA-whitened codes coloured with w's axes.
+
+    Row i is mean(w) + sum_j z_ij * sd_j * a_j, where z (K, r) are the codes' whitened principal
+    coordinates (unit variance), a_j the j-th principal axis of w and sd_j its standard deviation along it;
+    r = min(rank of the codes, rank of w). The rows' mean is w's and their covariance is w's on those r axes.
+    """
+    w = w.detach().float()
+    x = codebook.detach().float()
+    mu = w.mean(0)
+    u, _, _ = _principal_axes(x - x.mean(0))  # (K, rx)
+    _, sw, aw = _principal_axes(w - mu)  # (rw,), (rw, D)
+    r = min(u.shape[1], len(sw))
+    z = u[:, :r] * (len(x) - 1) ** 0.5  # (K, r), z.T @ z / (K - 1) = I
+    sd = sw[:r] / (len(w) - 1) ** 0.5  # (r,)
+    return mu + (z * sd) @ aw[:r]
+
+
 def code_vectors(space: Any) -> dict[str, torch.Tensor]:
     """{range name: (size, Dc) vectors} from every codec of the space that describes its codes by vectors
     (`ModalityCodec.code_vectors`: the image codebook), each asset pin-checked by its codec."""
@@ -136,8 +176,8 @@ def init_new_rows(base_weight: torch.Tensor, space: Any, init: str, codebook: to
                   sigma: float, seed: int) -> torch.Tensor:
     """(N, D) float32 initial rows for the space's new IDs, from the statistics of `base_weight` (V, D).
 
-    `init="codebook"`: the ranges whose codec has code vectors start from them (`codebook`, when given, are
-    the vectors of the space's one such range; else `code_vectors(space)` loads them).
+    `init="codebook"` or `"projection"`: the ranges whose codec has code vectors start from them (`codebook`,
+    when given, are the vectors of the space's one such range; else `code_vectors(space)` loads them).
     """
     v = space.ranges["text"].stop
     n = space.ranges["padding"].start - v
@@ -145,10 +185,10 @@ def init_new_rows(base_weight: torch.Tensor, space: Any, init: str, codebook: to
     if init == "normal":
         return torch.randn(n, base_weight.shape[1], generator=gen) * sigma
     rows = _mean_noise_rows(base_weight, n, sigma, gen)
-    if init == "codebook":
+    if init in VECTOR_INITS:
         names = _vector_ranges(space)
         if not names:
-            raise GrowthError(f"init='codebook' needs a codec with code vectors (e.g. an image section); space "
+            raise GrowthError(f"init={init!r} needs a codec with code vectors (e.g. an image section); space "
                               f"{space.name!r} has none")
         if codebook is not None and len(names) != 1:
             raise GrowthError(f"codebook= gives the vectors of one range, but space {space.name!r} has several "
@@ -159,7 +199,10 @@ def init_new_rows(base_weight: torch.Tensor, space: Any, init: str, codebook: to
             if cb.dim() != 2 or cb.shape[0] != len(r):
                 raise GrowthError(f"codebook has shape {tuple(cb.shape)}, expected ({len(r)}, dim) for the {name} "
                                   "range")
-            rows[r.start - v:r.stop - v] = _codebook_rows(base_weight, cb, gen)
+            if not torch.isfinite(cb).all():
+                raise GrowthError(f"codebook for the {name} range has NaN or infinite entries; give finite vectors")
+            mapped = _codebook_rows(base_weight, cb, gen) if init == "codebook" else _projection_rows(base_weight, cb)
+            rows[r.start - v:r.stop - v] = mapped
     return rows
 
 

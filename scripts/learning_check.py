@@ -125,6 +125,8 @@ def multi_seed(work: Path, seeds: list[int], **kwargs) -> dict:
     for seed in seeds:
         res = learning_check(Path(work) / f"seed-{seed}", seed=seed, **kwargs)
         runs.append({"seed": seed, **{k: v for k, v in res.items() if k != "failures"}})
+        print(f"seed {seed}: rate {res['rate']:.3f} own {res['mean_loss_own_image']:.4f} "
+              f"other {res['mean_loss_other_image']:.4f}", file=sys.stderr, flush=True)
     keys = ("rate", "mean_loss_own_image", "mean_loss_other_image")
     summary = {k: _mean_sd([r[k] for r in runs]) for k in keys}
     passed = summary["rate"]["min"] >= 0.9 and summary["rate"]["mean"] >= 0.95

@@ -8,9 +8,9 @@ space's `abi.text.base_vocab_size`.
 
 New-row initialisation (`init=`):
 
-* ``"mean_noise"`` (default): each new row is drawn from a diagonal Gaussian fitted to the base rows
-  (per-dimension mean and `sigma` x per-dimension std), then rescaled to the median base-row norm. New
-  rows start as distinct, typical-looking rows. (Hugging Face's mean-resizing draws from the mean with
+* ``"mean_noise"`` (default, measured below): each new row is drawn from a diagonal Gaussian fitted to
+  the base rows (per-dimension mean and `sigma` x per-dimension std), then rescaled to the median
+  base-row norm. New rows start as distinct, typical-looking rows. (Hugging Face's mean-resizing draws from the mean with
   a 1e-5-scaled covariance, so all new rows start as near-identical copies and receive near-identical
   gradients; we avoid that on purpose.)
 * ``"codebook"``: the rows of codes that a codec describes by vectors (`ModalityCodec.code_vectors`: the
@@ -32,6 +32,13 @@ New-row initialisation (`init=`):
   Audio rows use ``"mean_noise"`` as with ``"codebook"``: the audio codec exposes no code vectors; any
   codec that does (`ModalityCodec.code_vectors`) gets the same treatment with no change here.
 * ``"normal"``: N(0, config.initializer_range), the model's own init for fresh weights.
+
+``"mean_noise"`` stays the default because it is what measured best: on the learning check
+(scripts/learning_check.py, tiny space and its current 64-code codebook, 200 rows steps, 5 seeds x 40
+held-out captions) the own image gave the lower caption loss in 0.930 +- 0.033 of the cases with
+``"mean_noise"``, 0.925 +- 0.053 with ``"codebook"`` and 0.895 +- 0.069 with ``"projection"`` (README,
+"New-row initialisation"). The gaps are within seed noise; none of the vector inits earned the codebook
+asset they need.
 
 Untied heads get their own new rows, initialised the same way from the base head's statistics.
 """

@@ -10,9 +10,9 @@ New-row initialisation (`init=`):
 
 * ``"mean_noise"`` (default, measured below): each new row is drawn from a diagonal Gaussian fitted to
   the base rows (per-dimension mean and `sigma` x per-dimension std), then rescaled to the median
-  base-row norm. New rows start as distinct, typical-looking rows. (Hugging Face's mean-resizing draws from the mean with
-  a 1e-5-scaled covariance, so all new rows start as near-identical copies and receive near-identical
-  gradients; we avoid that on purpose.)
+  base-row norm. New rows start as distinct, typical-looking rows. (Hugging Face's mean-resizing draws
+  from the mean with a 1e-5-scaled covariance, so all new rows start as near-identical copies and
+  receive near-identical gradients; we avoid that on purpose.)
 * ``"codebook"``: the rows of codes that a codec describes by vectors (`ModalityCodec.code_vectors`: the
   image codebook (K, Dc), pin-checked) come from those vectors: centred, mapped to the LM
   width by a fixed seeded random projection with orthonormal columns (distance-preserving when
@@ -55,8 +55,8 @@ from uti.errors import MissingAssetError, UTIError
 from .rows import GrownEmbedding, GrownHead, chunked_cross_entropy
 
 __all__ = [
-    "GrowthError", "StageError", "STAGES", "INITS", "VECTOR_INITS", "load_base", "grow_model", "grown_modules", "growth_info",
-    "code_vectors", "init_new_rows",
+    "GrowthError", "StageError", "STAGES", "INITS", "VECTOR_INITS", "load_base", "grow_model", "grown_modules",
+    "growth_info", "code_vectors", "init_new_rows",
     "trainable_row_params", "apply_stage", "trained_parameter_names", "ChunkedLossLM",
 ]
 

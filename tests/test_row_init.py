@@ -57,6 +57,20 @@ def test_projection_is_deterministic_and_follows_the_codes_not_their_order():
     torch.testing.assert_close(_projection_rows(w, codes[perm]), rows[perm], atol=1e-5, rtol=1e-4)
 
 
+def test_projection_of_a_rank_deficient_codebook_adds_no_noise_axes():
+    # 64 codes in 16 dims spanning only 5 directions (duplicated and linearly dependent codes, as a k-means
+    # codebook with dead codes has): the rows must span 5 directions with w's 5 leading variances, not 16
+    g = torch.Generator().manual_seed(7)
+    codes = (torch.randn(64, 5, generator=g) * torch.tensor([5.0, 3, 2, 1, 0.5])) @ torch.randn(5, 16, generator=g)
+    codes[40:] = codes[:24]
+    w = _anisotropic(300, 32, 8)
+    rows = _projection_rows(w, codes)
+    ev_rows = torch.linalg.eigvalsh(torch.cov(rows.T.double())).flip(0)
+    ev_w = torch.linalg.eigvalsh(torch.cov(w.T.double())).flip(0)
+    torch.testing.assert_close(ev_rows[:5], ev_w[:5], rtol=1e-3, atol=1e-7)
+    assert ev_rows[5:].abs().max() < 1e-6 * ev_w[0]
+
+
 @pytest.mark.parametrize("tied", [True, False])
 def test_grow_model_projection_fills_the_image_rows_from_the_codebook(space, tied):
     codebook = _anisotropic(64, 16, 6)

@@ -133,14 +133,33 @@ def _codebook_rows(w: torch.Tensor, codebook: torch.Tensor, gen: torch.Generator
     return mu + scale * y
 
 
-def _principal_axes(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SVD of centred x (n, d): u (n, r), s (r,), vh (r, d) for the r non-negligible singular values, each
-    axis's sign fixed so the largest-magnitude entry of its row of vh is positive (deterministic)."""
-    u, s, vh = torch.linalg.svd(x, full_matrices=False)
-    keep = s > s[0].clamp_min(1e-30) * max(x.shape) * torch.finfo(x.dtype).eps
-    u, s, vh = u[:, keep], s[keep], vh[keep]
-    sign = torch.sign(vh.gather(1, vh.abs().argmax(1, keepdim=True))).squeeze(1)  # (r,)
-    return u * sign, s, vh * sign[:, None]
+def _fix_signs(axes: torch.Tensor) -> torch.Tensor:
+    """(r, d) axes, each flipped so its largest-magnitude entry is positive (SVD/eigh signs are arbitrary)."""
+    return axes * torch.sign(axes.gather(1, axes.abs().argmax(1, keepdim=True)))
+
+
+def _code_coordinates(x: torch.Tensor) -> torch.Tensor:
+    """(K, r) whitened principal coordinates of the codes x (K, Dc): unit variance along each of their r
+    principal axes (r = numerical rank of the centred codes; float64 SVD, so a rank-deficient codebook
+    gets no spurious noise axes)."""
+    x = x.detach().double()
+    x = x - x.mean(0)
+    _, s, vh = torch.linalg.svd(x, full_matrices=False)
+    keep = s > s[0].clamp_min(1e-300) * max(x.shape) * torch.finfo(torch.float32).eps
+    axes = _fix_signs(vh[keep])  # (r, Dc)
+    return (x @ axes.T) / s[keep] * (len(x) - 1) ** 0.5  # (K, r), z.T @ z / (K - 1) = I
+
+
+def _row_axes(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """mean (D,), standard deviations (r,) and principal axes (r, D) of rows w (V, D), largest first, from
+    the D x D covariance (cheap for a full vocabulary: one V x D x D product, no V x V factors)."""
+    w = w.detach().float()
+    mu = w.mean(0)
+    c = w - mu
+    var, vec = torch.linalg.eigh((c.T @ c).double() / max(len(w) - 1, 1))  # ascending
+    var, axes = var.flip(0), vec.flip(1).T
+    keep = var > var[0].clamp_min(1e-300) * 1e-7  # below this the float32 product is noise
+    return mu.double(), var[keep].sqrt(), _fix_signs(axes[keep])
 
 
 def _projection_rows(w: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -150,15 +169,10 @@ def _projection_rows(w: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     coordinates (unit variance), a_j the j-th principal axis of w and sd_j its standard deviation along it;
     r = min(rank of the codes, rank of w). The rows' mean is w's and their covariance is w's on those r axes.
     """
-    w = w.detach().float()
-    x = codebook.detach().float()
-    mu = w.mean(0)
-    u, _, _ = _principal_axes(x - x.mean(0))  # (K, rx)
-    _, sw, aw = _principal_axes(w - mu)  # (rw,), (rw, D)
-    r = min(u.shape[1], len(sw))
-    z = u[:, :r] * (len(x) - 1) ** 0.5  # (K, r), z.T @ z / (K - 1) = I
-    sd = sw[:r] / (len(w) - 1) ** 0.5  # (r,)
-    return mu + (z * sd) @ aw[:r]
+    z = _code_coordinates(codebook)  # (K, rc)
+    mu, sd, axes = _row_axes(w)  # (D,), (rw,), (rw, D)
+    r = min(z.shape[1], len(sd))
+    return (mu + (z[:, :r] * sd[:r]) @ axes[:r]).float()
 
 
 def code_vectors(space: Any) -> dict[str, torch.Tensor]:

@@ -46,7 +46,8 @@ _SIMPLE = ("stage", "space", "base", "steps", "batch_size", "grad_accum", "max_l
 @click.option("--min-lr-ratio", type=click.FloatRange(0, 1),
               help="The cosine schedule ends at this fraction of --lr. [default: 0.1]")
 @click.option("--warmup-steps", type=click.IntRange(0), help="Linear warmup steps. [default: 0]")
-@click.option("--init", type=click.Choice(["mean_noise", "codebook", "normal"]), help="New-row init.")
+@click.option("--init", type=click.Choice(["mean_noise", "codebook", "projection", "normal"]),
+              help="New-row init (tokenlm.model docstring). [default: mean_noise]")
 @click.option("--eval-every", type=click.IntRange(0), help="Evaluate every N steps (0: at the end).")
 @click.option("--eval-fraction", type=float, help="Hold out this fraction of the records for eval.")
 @click.option("--save-every", type=click.IntRange(0), help="Checkpoint every N steps (0: at the end).")

@@ -204,7 +204,8 @@ def _check_llm(manifest: dict[str, Any], llm: torch.nn.Module, where: Path) -> N
 
 
 def _build_connector(manifest: dict[str, Any], llm: torch.nn.Module, where: Path) -> Connector:
-    """The connector of the manifest, sized on the meta device first: at most the LLM's size, same tensors."""
+    """The connector of the manifest, sized on the meta device first: at most twice the LLM's size (two projectors
+    into its width; a real connector is a few percent of it), same tensors."""
     try:
         config = ConnectorConfig(**{**manifest["connector"], "resampler_cfg": dict(manifest["connector"]["resampler_cfg"])})
         with torch.device("meta"):
@@ -214,9 +215,9 @@ def _build_connector(manifest: dict[str, Any], llm: torch.nn.Module, where: Path
     except (TypeError, ValueError, RuntimeError) as err:
         raise ConnectorError(f"{where / MANIFEST}: connector config cannot be built ({str(err).splitlines()[0][:160]})") from None
     size, limit = sum(p.numel() for p in probe.parameters()), sum(p.numel() for p in llm.parameters())
-    if size > limit:
-        raise ConnectorError(f"{where / MANIFEST}: connector config asks for {size} parameters, more than its LLM's "
-                             f"{limit}; the manifest is not from a real training run")
+    if size > 2 * limit:
+        raise ConnectorError(f"{where / MANIFEST}: connector config asks for {size} parameters, more than twice its "
+                             f"LLM's {limit}; the manifest is not from a real training run")
     shapes = {k: list(t.shape) for k, t in probe.state_dict().items()}
     if shapes != {k: v["shape"] for k, v in manifest["tensors"].items()}:
         raise ConnectorError(f"{where / MANIFEST}: tensor list does not match the connector its config builds")

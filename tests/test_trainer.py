@@ -154,4 +154,4 @@ def test_progress_bar_only_on_a_tty_or_when_asked(tmp_path, capsys, progress, sh
     cfg = ConnectorTrainConfig(steps=2, batch_size=2, warmup_steps=1, progress=progress)
     train_connector(vlm, toy_captions(4, 0), [], encode=byte_encode, config=cfg, out_dir=tmp_path,
                     tower={"name": "toy", "hidden_size": TINY_FEAT})
-    assert ("connector/connector" in capsys.readouterr().err) == shown
+    assert ("connector/resampler" in capsys.readouterr().err) == shown

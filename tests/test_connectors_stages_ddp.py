@@ -1,0 +1,114 @@
+"""Stages `vision` and `resampler` (VICReg on, the tower's last layer tuned) under torchrun (2 CPU processes, gloo,
+DDP) make the same update as one process on the same global batch: same losses, same saved tower layers and
+connector. VICReg is a statistic of a batch of overlap pairs (variance, covariance), so it must be taken over
+the pairs of the whole global micro-batch, not per process.
+
+This file is also the program the test launches: `python -m torch.distributed.run ... <this file> OUT STAGE`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TOWER_DIR = REPO / "token_spaces" / "tiny" / "vision_tower"
+STAGES = {"vision": dict(stage="vision", vision_trainable_blocks=1),
+          "resampler": dict(stage="resampler", vision_trainable_blocks=1, vicreg_weight=0.5)}
+
+
+def _panorama(seed: int) -> np.ndarray:
+    """A smooth random 64 x 128 panorama (2:1), so overlapping tiles see the same content."""
+    g = np.random.default_rng(seed)
+    return np.kron(g.integers(0, 256, (4, 8, 3)).astype(np.float32), np.ones((16, 16, 1))).astype(np.uint8)
+
+
+def run_stage(out: Path, stage: str, batch_size: int, accelerator=None):
+    """Train `stage` 3 steps on 4 panorama captions, in float64 (runs with other batch splits agree closely)."""
+    from connectors.data import CaptionExample
+    from connectors.presets import resampler_config
+    from connectors.train import ConnectorTrainConfig, train_connector
+    from connectors.views import image_view_features
+    from connectors.vlm import Connector, ConnectorConfig, ContinuousVLM
+    from uti.image.layout import Layout
+    from uti.image.vision import VisionTower
+    from uti.testing import TINY_IDS, byte_encode, tiny_llm
+
+    tower = VisionTower.from_pretrained(TOWER_DIR)
+    data = [CaptionExample(image_view_features(_panorama(i), Layout(tile_size=64), tower, 1),
+                           f" {('red', 'blue', 'green seven')[i % 3]}") for i in range(4)]
+    tower.model.double()  # after the features: the tuned layer then trains in float64 like the rest
+    for ex in data:
+        ex.image.features = ex.image.features.double()
+    torch.manual_seed(1)
+    connector = Connector(ConnectorConfig(llm_width=64, resampler="mlp", resampler_cfg=resampler_config("mlp", 64, 32, 4)))
+    vlm = ContinuousVLM(tiny_llm(), connector, TINY_IDS).double()
+    cfg = ConnectorTrainConfig(steps=3, batch_size=batch_size, lr=1e-2, warmup_steps=1, **STAGES[stage])
+    return train_connector(vlm, data, [], encode=byte_encode, config=cfg, out_dir=out, tower=tower.abi(),
+                           accelerator=accelerator, resume=False, overwrite=True, vision=tower)
+
+
+def _launch(out: Path, stage: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__,
+           str(out), stage]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+                            start_new_session=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_two_cpu_processes_match_one(tmp_path, stage) -> None:
+    """Batch 1 on each of 2 processes == batch 2 on one process, for the stages that tune the tower with VICReg."""
+    from connectors.checkpoint import checkpoint_tensors
+
+    proc = _launch(tmp_path / "ddp", stage)
+    try:  # the one-process reference runs here while the two processes start up
+        one = run_stage(tmp_path / "one", stage, batch_size=2)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # never leave the launcher and its workers behind (they share its session)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    ddp = json.loads(out.strip().splitlines()[-1])
+    assert ddp["processes"] == 2
+    torch.testing.assert_close(torch.tensor(ddp["losses"]), torch.tensor(one.losses), rtol=1e-5, atol=1e-6)
+    a, b = (checkpoint_tensors(tmp_path / "ddp"), checkpoint_tensors(one.final_dir))
+    from connectors.checkpoint import vision_tensors
+    from uti.image.vision import VisionTower
+
+    tower = VisionTower.from_pretrained(TOWER_DIR)
+    va, vb = vision_tensors(tmp_path / "ddp", tower), vision_tensors(one.final_dir, tower)
+    assert va.keys() == vb.keys() and len(va) > 0
+    start = tower.block_state(1)
+    assert any(not torch.equal(start[k].double(), va[k].double()) for k in va)  # the tuned layer moved
+    for k in va:
+        torch.testing.assert_close(va[k], vb[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert a[0].keys() == b[0].keys() and len(a[0]) > 0
+    for k in a[0]:
+        torch.testing.assert_close(a[0][k], b[0][k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def main() -> None:
+    """torchrun worker: run_stage(OUT, STAGE) with batch 1 per process; the main process prints the losses."""
+    sys.path.insert(0, str(REPO))
+    from tokenlm.trainer import make_accelerator
+
+    torch.set_num_threads(1)
+    acc = make_accelerator("cpu")
+    res = run_stage(Path(sys.argv[1]), sys.argv[2], batch_size=1, accelerator=acc)
+    if acc.is_main_process:
+        print(json.dumps({"processes": acc.num_processes, "losses": res.losses}))
+
+
+if __name__ == "__main__":
+    main()

@@ -118,20 +118,51 @@ def _forward(model: Any, batch: dict, device: torch.device, tuned: bool = False)
     return (res.loss * count if count else res.logits.sum() * 0.0), count
 
 
+def _rank_world() -> tuple[int, int]:
+    """(this process's rank, process count) of the default process group; (0, 1) without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _gather_rows(z: torch.Tensor) -> torch.Tensor:
+    """This process's rows (M, D) -> every process's rows (sum of M, D) in rank order, in the autograd graph: the
+    backward sums each process's gradient of its rows over all processes (`torch.distributed.nn.all_gather`).
+    The row counts may differ: each process pads to the largest, the padding is cut off again."""
+    from torch.distributed.nn.functional import all_gather
+
+    world = _rank_world()[1]
+    sizes = [torch.zeros(1, dtype=torch.long, device=z.device) for _ in range(world)]
+    torch.distributed.all_gather(sizes, torch.tensor([len(z)], device=z.device))
+    rows = [int(n) for n in sizes]
+    padded = torch.cat([z, z.new_zeros(max(rows) - len(z), z.shape[1])])  # (max M, D)
+    return torch.cat([part[:n] for part, n in zip(all_gather(padded), rows)])
+
+
 def pair_vicreg(images: Sequence[ViewFeatures], inv: float = 25.0, var: float = 25.0,
-                cov: float = 1.0) -> tuple[torch.Tensor, int]:
+                cov: float = 1.0, gather: bool = False) -> tuple[torch.Tensor, int]:
     """(weighted VICReg over the overlap pairs of all `images`, pair count). Row i of z_a and z_b are the
-    features (D,) of pair i's two patches; fewer than 2 pairs give a graph-connected 0."""
+    features (D,) of pair i's two patches; fewer than 2 pairs give a graph-connected 0.
+
+    With `gather` (training under several processes), the pairs are those of every process's `images`, in rank
+    order: VICReg's variance and covariance are statistics of the whole global micro-batch, as on one process
+    with it all; every process gets the same value and count."""
     za, zb = [], []
     for img in images:
         if img.pairs is not None and len(img.pairs):
             p = img.pairs.to(img.features.device)  # (M, 4) view_a, patch_a, view_b, patch_b
             za.append(img.features[p[:, 0], p[:, 1]])  # (M, D)
             zb.append(img.features[p[:, 2], p[:, 3]])
+    zero = sum((img.features.sum() * 0.0 for img in images), torch.zeros(()))  # keeps every tower input in the graph
+    if gather and _rank_world()[1] > 1:
+        empty = images[0].features.new_zeros(0, images[0].features.shape[-1])
+        za = [_gather_rows(torch.cat(za) if za else empty)]
+        zb = [_gather_rows(torch.cat(zb) if zb else empty)]
     n = sum(len(z) for z in za)
     if n < 2:
-        return sum((img.features.sum() * 0.0 for img in images), torch.zeros(())), n
-    return vicreg(torch.cat(za).float(), torch.cat(zb).float(), inv, var, cov)[0], n
+        return zero, n
+    dtype = torch.promote_types(za[0].dtype, torch.float32)  # at least float32 statistics (bf16 towers)
+    return vicreg(torch.cat(za).to(dtype), torch.cat(zb).to(dtype), inv, var, cov)[0] + zero, n
 
 
 class StageModel(nn.Module):
@@ -145,16 +176,20 @@ class StageModel(nn.Module):
     def forward(self, batch: dict[str, Any], device: torch.device) -> tuple[torch.Tensor, int]:
         cfg = self.cfg
         images = self.vlm.tune([im.to(device) for im in batch["images"]])  # tower top applied once
-        if cfg.stage == "vision":  # VICReg alone; one "token" per micro-batch: the step loss is the mean
-            loss, n = pair_vicreg(images, cfg.vicreg_inv, cfg.vicreg_var, cfg.vicreg_cov)
+        # VICReg over the global micro-batch (all processes' pairs, `gather`), the same value on every process;
+        # each process weights it by its own share, so the shares sum to the one-process loss and the gradients
+        # (summed back over the processes by the gather, then averaged by DDP and undone by the loop) to its gradient
+        if cfg.stage == "vision":  # VICReg alone; one "token" per global micro-batch: the step loss is the mean
+            loss, n = pair_vicreg(images, cfg.vicreg_inv, cfg.vicreg_var, cfg.vicreg_cov, gather=True)
             if n < 2:
                 raise ConnectorError(f"stage vision needs overlap pairs but a micro-batch has {n}; train it on "
                                      "panoramas (their tiles overlap), with a batch size of at least 1 panorama")
-            return loss, 1
+            share = int(_rank_world()[0] == 0)  # the main process counts it, the others add 0 x VICReg
+            return loss * share, share
         total, count = _forward(self.vlm, {**batch, "images": images}, device, tuned=True)
         if cfg.vicreg_weight > 0:  # token-weighted, so the step loss is mean LM loss + w * VICReg
             total = total + cfg.vicreg_weight * count * pair_vicreg(images, cfg.vicreg_inv, cfg.vicreg_var,
-                                                                    cfg.vicreg_cov)[0]
+                                                                    cfg.vicreg_cov, gather=True)[0]
         return total, count
 
 

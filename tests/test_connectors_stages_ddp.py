@@ -92,10 +92,10 @@ def test_two_cpu_processes_match_one(tmp_path, stage) -> None:
     start = tower.block_state(1)
     assert any(not torch.equal(start[k].double(), va[k].double()) for k in va)  # the tuned layer moved
     for k in va:
-        torch.testing.assert_close(va[k], vb[k], rtol=1e-5, atol=1e-6, msg=k)
+        torch.testing.assert_close(va[k], vb[k], rtol=1e-5, atol=1e-6, msg=lambda m: f"{k}: {m}")
     assert a[0].keys() == b[0].keys() and len(a[0]) > 0
     for k in a[0]:
-        torch.testing.assert_close(a[0][k], b[0][k], rtol=1e-5, atol=1e-6, msg=k)
+        torch.testing.assert_close(a[0][k], b[0][k], rtol=1e-5, atol=1e-6, msg=lambda m: f"{k}: {m}")
 
 
 def main() -> None:

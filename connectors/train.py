@@ -21,7 +21,8 @@ stage `vision`, the held-out VICReg. Everything else is the loop's, the same as 
 data order, LR schedule, gradient accumulation, DDP loss normalisation, step checkpoints under
 `out_dir/checkpoints/step-NNNNNN/` with exact resume, the `out_dir` rules, the final connector checkpoint in
 `out_dir` itself and `out_dir/train_result.json`. A resume also refuses another stage, other data or
-other stage settings.
+other stage settings. VICReg is a statistic of a batch of pairs, so under several processes it is taken over the
+pairs of the whole global micro-batch (`pair_vicreg(gather=True)`): N processes with batch b train as one with N x b.
 """
 
 from __future__ import annotations

@@ -32,7 +32,8 @@ def _panorama(seed: int) -> np.ndarray:
 
 
 def run_stage(out: Path, stage: str, batch_size: int, accelerator=None):
-    """Train `stage` 3 steps on 4 panorama captions, in float64 (runs with other batch splits agree closely)."""
+    """Train `stage` 3 steps on 4 panorama captions (of different token counts), in float64: runs with other batch
+    splits then agree closely (in float32, rounding noise in a near-zero gradient is amplified by AdamW)."""
     from connectors.data import CaptionExample
     from connectors.presets import resampler_config
     from connectors.train import ConnectorTrainConfig, train_connector
@@ -67,8 +68,10 @@ def _launch(out: Path, stage: str) -> subprocess.Popen:
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_two_cpu_processes_match_one(tmp_path, stage) -> None:
-    """Batch 1 on each of 2 processes == batch 2 on one process, for the stages that tune the tower with VICReg."""
-    from connectors.checkpoint import checkpoint_tensors
+    """Batch 1 on each of 2 processes == batch 2 on one process, for the stages that tune the tower with VICReg.
+    Before VICReg was gathered over the processes the losses differed by 20 % (vision) and 14 % (resampler)."""
+    from connectors.checkpoint import checkpoint_tensors, vision_tensors
+    from uti.image.vision import VisionTower
 
     proc = _launch(tmp_path / "ddp", stage)
     try:  # the one-process reference runs here while the two processes start up
@@ -82,20 +85,16 @@ def test_two_cpu_processes_match_one(tmp_path, stage) -> None:
     ddp = json.loads(out.strip().splitlines()[-1])
     assert ddp["processes"] == 2
     torch.testing.assert_close(torch.tensor(ddp["losses"]), torch.tensor(one.losses), rtol=1e-5, atol=1e-6)
-    a, b = (checkpoint_tensors(tmp_path / "ddp"), checkpoint_tensors(one.final_dir))
-    from connectors.checkpoint import vision_tensors
-    from uti.image.vision import VisionTower
-
-    tower = VisionTower.from_pretrained(TOWER_DIR)
-    va, vb = vision_tensors(tmp_path / "ddp", tower), vision_tensors(one.final_dir, tower)
-    assert va.keys() == vb.keys() and len(va) > 0
+    tower = VisionTower.from_pretrained(TOWER_DIR)  # the untrained layers, also the reference for the checks
     start = tower.block_state(1)
+    (ca, _), (cb, _) = checkpoint_tensors(tmp_path / "ddp"), checkpoint_tensors(one.final_dir)
+    va, vb = vision_tensors(tmp_path / "ddp", tower), vision_tensors(one.final_dir, tower)
+    assert va.keys() == vb.keys() == start.keys() and ca.keys() == cb.keys() and len(ca) > 0
     assert any(not torch.equal(start[k].double(), va[k].double()) for k in va)  # the tuned layer moved
     for k in va:
         torch.testing.assert_close(va[k], vb[k], rtol=1e-5, atol=1e-6, msg=lambda m: f"{k}: {m}")
-    assert a[0].keys() == b[0].keys() and len(a[0]) > 0
-    for k in a[0]:
-        torch.testing.assert_close(a[0][k], b[0][k], rtol=1e-5, atol=1e-6, msg=lambda m: f"{k}: {m}")
+    for k in ca:
+        torch.testing.assert_close(ca[k], cb[k], rtol=1e-5, atol=1e-6, msg=lambda m: f"{k}: {m}")
 
 
 def main() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from launch import torchrun_beside
 from uti.batch import launcher_part, list_inputs, read_shards, run_batch
 from uti.cli import batch_part, main
 from uti.errors import InputError
@@ -135,20 +135,10 @@ def test_torchrun_two_processes_encode_each_input_once_with_one_index(tmp_path) 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "uti",
-           "encode", str(src), "--out", str(tmp_path / "two")]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            start_new_session=True)
-    try:  # the one-process reference runs here while the two processes start up
-        one = subprocess.run([sys.executable, "-m", "uti", "encode", str(src), "--out", str(tmp_path / "one")],
-                             env=env, capture_output=True, text=True, cwd=REPO, timeout=120)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:  # never leave the launcher and its workers behind (they share its session)
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+    one, _ = torchrun_beside(["-m", "uti", "encode", src, "--out", tmp_path / "two"], lambda: subprocess.run(
+        [sys.executable, "-m", "uti", "encode", str(src), "--out", str(tmp_path / "one")], env=env,
+        capture_output=True, text=True, cwd=REPO, timeout=120))
     assert one.returncode == 0, one.stderr[-3000:]
-    assert proc.returncode == 0, err[-3000:]
     two = tmp_path / "two"
     shards = sorted(p.name for p in two.glob("part-*.safetensors"))
     assert shards == ["part-0-of-2-00000.safetensors", "part-1-of-2-00000.safetensors"]

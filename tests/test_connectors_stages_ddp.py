@@ -9,9 +9,6 @@ This file is also the program the test launches: `python -m torch.distributed.ru
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from launch import REPO, torchrun_beside
+
 TOWER_DIR = REPO / "token_spaces" / "tiny" / "vision_tower"
 STAGES = {"vision": dict(stage="vision", vision_trainable_blocks=1),
           "resampler": dict(stage="resampler", vision_trainable_blocks=1, vicreg_weight=0.5)}
@@ -57,14 +55,6 @@ def run_stage(out: Path, stage: str, batch_size: int, accelerator=None):
                            accelerator=accelerator, resume=False, overwrite=True, vision=tower)
 
 
-def _launch(out: Path, stage: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__,
-           str(out), stage]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            start_new_session=True)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_two_cpu_processes_match_one(tmp_path, stage) -> None:
@@ -73,15 +63,8 @@ def test_two_cpu_processes_match_one(tmp_path, stage) -> None:
     from connectors.checkpoint import checkpoint_tensors, vision_tensors
     from uti.image.vision import VisionTower
 
-    proc = _launch(tmp_path / "ddp", stage)
-    try:  # the one-process reference runs here while the two processes start up
-        one = run_stage(tmp_path / "one", stage, batch_size=2)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:  # never leave the launcher and its workers behind (they share its session)
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-    assert proc.returncode == 0, err[-3000:]
+    one, out = torchrun_beside([__file__, tmp_path / "ddp", stage],
+                               lambda: run_stage(tmp_path / "one", stage, batch_size=2))
     ddp = json.loads(out.strip().splitlines()[-1])
     assert ddp["processes"] == 2
     torch.testing.assert_close(torch.tensor(ddp["losses"]), torch.tensor(one.losses), rtol=1e-5, atol=1e-6)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent))
+from launch import torchrun_beside  # noqa: E402
 from train_fixtures import REPO, make_setup  # noqa: E402
 
 CONFIG = REPO / "scripts" / "accelerate" / "fsdp2.yaml"
@@ -72,24 +72,12 @@ def runs(tmp_path_factory) -> tuple[dict, Path, Path]:
 
     tmp = tmp_path_factory.mktemp("fsdp")
     setups = {"tied": make_setup(tmp / "tied"), "untied": make_setup(tmp / "untied", tied=False)}
-    env = {**os.environ, **_launch_env(CONFIG), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", __file__,
-           json.dumps(setups), str(tmp / "fsdp")]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
-                            start_new_session=True)
-    try:
+
+    def references() -> None:
         for name, kw in RUNS.items():
             train(_cfg(setups, tmp / "one" / name, 1, **kw))
-        _, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:  # never leave the launcher and its workers behind
-            proc.terminate()  # torchrun passes it on to its workers, which run in sessions of their own
-            try:
-                proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.communicate()
-    assert proc.returncode == 0, err[-4000:]
+
+    torchrun_beside([__file__, json.dumps(setups), tmp / "fsdp"], references, timeout=240, env=_launch_env(CONFIG))
     return setups, tmp / "fsdp", tmp / "one"
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from uti.config import from_dict
 from uti.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).parent))
+from launch import torchrun_beside  # noqa: E402
 from train_fixtures import REPO, make_setup  # noqa: E402
 
 
@@ -85,14 +84,11 @@ def test_two_cpu_processes_match_one(setup, tmp_path):
     """torchrun --nproc_per_node 2 (gloo, DDP) with batch 1 each == one process with batch 2 (same global batch)."""
     args = ["--data", setup["data"], "--space", setup["space"], "--base", setup["base"], "--steps", "3",
             "--max-len", "64", "--task", "text", "--task", "i2t", "--lr", "0.01", "--grad-accum", "2", "--json"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "tokenlm.train_cli", *args, "--out", str(tmp_path / "ddp"), "--batch-size", "1"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ddp = json.loads(proc.stdout.strip().splitlines()[-1])
+    one, out = torchrun_beside(["-m", "tokenlm.train_cli", *args, "--out", tmp_path / "ddp", "--batch-size", "1"],
+                               lambda: train(_cfg(setup, tmp_path / "one", steps=3, batch_size=2, grad_accum=2)),
+                               timeout=300)
+    ddp = json.loads(out.strip().splitlines()[-1])
     assert ddp["processes"] == 2
-    one = train(_cfg(setup, tmp_path / "one", steps=3, batch_size=2, grad_accum=2))
     torch.testing.assert_close(torch.tensor(ddp["losses"]), torch.tensor(one.losses), rtol=1e-5, atol=1e-6)
     a = load_file(str(rows_file(tmp_path / "ddp")))["embed_rows"]
     b = load_file(str(rows_file(tmp_path / "one")))["embed_rows"]

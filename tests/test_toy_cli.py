@@ -7,7 +7,6 @@ meta with the codec's own `meta_type` and writes decoded output through the code
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,13 @@ from click.testing import CliRunner
 
 from uti import ModalityCodec, Tokenizer, register_codec
 from uti.batch import read_shards
-from uti.build import SpaceConfig, TextConfig, build_space
 from uti.cli import main
 from uti.codecs import unregister_codec
 from uti.errors import InputError, TokenRangeError
 from uti.io import atomic_write_json
-from uti.space import TokenSpace, spaces_dir
+from uti.space import TokenSpace
+
+from toy_space import build_toy_space
 
 
 @dataclass(frozen=True)
@@ -90,13 +90,7 @@ class FileDepthCodec(ModalityCodec):
 @pytest.fixture(scope="module")
 def space(tmp_path_factory) -> TokenSpace:
     register_codec("depth")(FileDepthCodec)
-    root = tmp_path_factory.mktemp("toy")
-    shutil.copy(spaces_dir() / "tiny" / "tokenizer.json", root / "tokenizer.json")
-    cfg = SpaceConfig(name="toy", text=TextConfig(tokenizer="tokenizer.json", base_vocab_size=512),
-                      assets={"tokenizer": "tokenizer.json"}, codecs={"depth": {"levels": 8, "grid": 2}},
-                      pad_to_multiple=64)
-    build_space(cfg, root).save(root / "token_space.json")
-    yield TokenSpace.load(root)
+    yield TokenSpace.load(build_toy_space(tmp_path_factory.mktemp("toy")))
     unregister_codec("depth")
 
 

@@ -12,7 +12,6 @@ generation through `tokenlm.generate` (prompt, budget, stop and decode all come 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,13 @@ from tokenlm.model import grow_model, load_base, trainable_row_params
 from uti.testing import tiny_qwen3
 from tokenlm.train import TrainConfig, train
 from uti import ModalityCodec, Segment, Tokenizer, register_codec
-from uti.build import SpaceConfig, TextConfig, build_space
+from uti.build import SpaceConfig, TextConfig
 from uti.codecs import unregister_codec
 from uti.errors import ConfigError, InputError, SpaceError, TokenRangeError
 from uti.sequence import TASKS, build_prompt, build_sequence
-from uti.space import TokenSpace, spaces_dir
+from uti.space import TokenSpace
+
+from toy_space import build_toy_space
 
 
 @dataclass
@@ -117,13 +118,7 @@ def depth():
 @pytest.fixture(scope="module")
 def space_root(depth, tmp_path_factory) -> Path:
     """The folder of a text (the tiny tokenizer) + depth space built by `uti.build`."""
-    root = tmp_path_factory.mktemp("toy")
-    shutil.copy(spaces_dir() / "tiny" / "tokenizer.json", root / "tokenizer.json")
-    cfg = SpaceConfig(name="toy", text=TextConfig(tokenizer="tokenizer.json", base_vocab_size=512),
-                      assets={"tokenizer": "tokenizer.json"}, codecs={"depth": {"levels": 8, "grid": 2}},
-                      pad_to_multiple=64)
-    build_space(cfg, root).save(root / "token_space.json")
-    return root
+    return build_toy_space(tmp_path_factory.mktemp("toy"))
 
 
 @pytest.fixture(scope="module")

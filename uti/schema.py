@@ -98,9 +98,16 @@ def _is_int(value: Any) -> bool:
 
 
 class Spec:
-    """One node of a schema; `check` appends one line per problem of `value` (at dotted path `where`)."""
+    """One node of a schema; `check` appends one line per problem of `value` (at dotted path `where`).
+
+    A leaf says only whether it `accepts` a value; containers override `check` to look inside.
+    """
 
     def check(self, value: Any, where: str, out: list[str]) -> None:
+        if not self.accepts(value):
+            out.append(f"{where} must be {self.describe()}, got {_show(value)}")
+
+    def accepts(self, value: Any) -> bool:
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -112,9 +119,8 @@ class Int(Spec):
     lo: int
     hi: int
 
-    def check(self, value: Any, where: str, out: list[str]) -> None:
-        if not _is_int(value) or not self.lo <= value <= self.hi:
-            out.append(f"{where} must be {self.describe()}, got {_show(value)}")
+    def accepts(self, value: Any) -> bool:
+        return _is_int(value) and self.lo <= value <= self.hi
 
     def describe(self) -> str:
         return f"an integer in [{self.lo}, {self.hi}]"
@@ -125,10 +131,9 @@ class Num(Spec):
     lo: float
     hi: float
 
-    def check(self, value: Any, where: str, out: list[str]) -> None:
+    def accepts(self, value: Any) -> bool:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok or not self.lo <= value <= self.hi:
-            out.append(f"{where} must be {self.describe()}, got {_show(value)}")
+        return ok and self.lo <= value <= self.hi
 
     def describe(self) -> str:
         return f"a number in [{self.lo}, {self.hi}]"
@@ -142,12 +147,10 @@ class Str(Spec):
     min_len: int = 1
     name: str | None = None  # how messages describe the expected value
 
-    def check(self, value: Any, where: str, out: list[str]) -> None:
+    def accepts(self, value: Any) -> bool:
         ok = isinstance(value, str) and self.min_len <= len(value) <= self.max_len
         ok = ok and (self.pattern is None or re.fullmatch(self.pattern, value) is not None)
-        ok = ok and (self.choices is None or value in self.choices)
-        if not ok:
-            out.append(f"{where} must be {self.describe()}, got {_show(value)}")
+        return ok and (self.choices is None or value in self.choices)
 
     def describe(self) -> str:
         if self.name is not None:
@@ -160,9 +163,8 @@ class Str(Spec):
 
 @dataclass(frozen=True)
 class Bool(Spec):
-    def check(self, value: Any, where: str, out: list[str]) -> None:
-        if not isinstance(value, bool):
-            out.append(f"{where} must be true or false, got {_show(value)}")
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, bool)
 
     def describe(self) -> str:
         return "true or false"
@@ -172,9 +174,8 @@ class Bool(Spec):
 class Const(Spec):
     value: Any
 
-    def check(self, value: Any, where: str, out: list[str]) -> None:
-        if type(value) is not type(self.value) or value != self.value:
-            out.append(f"{where} must be {self.value!r}, got {_show(value)}")
+    def accepts(self, value: Any) -> bool:
+        return type(value) is type(self.value) and value == self.value
 
     def describe(self) -> str:
         return repr(self.value)

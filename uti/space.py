@@ -127,10 +127,6 @@ class _CodecSection(Spec):
         return "a codec's section mapping"
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 #: Upper bounds of every size field, generous for real models (the shipped real space: Qwen3 vocabulary
 #: 151,936, 16,384 image codes, 8 of 1,024 audio codes; Mimi has 32 levels of 2,048). A file beyond them is
 #: refused before anything is allocated; with all at their maximum a space has under 10 million IDs.
